@@ -1,0 +1,162 @@
+"""Autoencoders as Flax Linen modules with pure `apply`; each has `encode`, `decode` and `__call__(x, rng)`.
+
+`__call__` returns a dict of outputs so that every loss reads what it needs:
+  DenseAE: recon, z, hidden (all hidden activations, for the sparse penalty)   input (B, d)
+  ConvAE:  recon, z                                                            input (B, H, W, C)
+  VAE:     logits, mean, logvar, z                                             input (B, d)
+`dtype` is the compute dtype (bfloat16 for mixed precision); parameters stay float32 and every output that a
+loss reads is float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from udl_jax.errors import UserError
+
+ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid, 'tanh': nn.tanh, 'linear': lambda x: x}
+
+
+def _activation(name: str):
+  if name not in ACTIVATIONS:
+    raise UserError(f"unknown activation '{name}'; valid: {', '.join(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+class DenseAE(nn.Module):
+  """DEC's stacked autoencoder d-500-500-2000-10: ReLU inside, linear embedding and output by default."""
+  out_dim: int
+  dims: Sequence[int] = (500, 500, 2000, 10)
+  activation: str = 'relu'
+  bottleneck_activation: str = 'linear'
+  output_activation: str = 'linear'
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    self.encoder = [dense(n, f'encoder_{i}') for i, n in enumerate(self.dims)]
+    decoder_dims = list(self.dims[-2::-1]) + [self.out_dim]
+    self.decoder = [dense(n, f'decoder_{i}') for i, n in enumerate(decoder_dims)]
+
+  def _run(self, layers, h, last_activation):
+    hidden = []
+    for i, layer in enumerate(layers):
+      last = i == len(layers) - 1
+      h = _activation(last_activation if last else self.activation)(layer(h))
+      hidden.append(h)
+    return h, hidden
+
+  def encode(self, x):
+    return self._run(self.encoder, x, self.bottleneck_activation)[0].astype(jnp.float32)
+
+  def decode(self, z):
+    return self._run(self.decoder, z, self.output_activation)[0].astype(jnp.float32)
+
+  def __call__(self, x, rng=None):
+    z, enc_hidden = self._run(self.encoder, x, self.bottleneck_activation)
+    recon, dec_hidden = self._run(self.decoder, z, self.output_activation)
+    hidden = [h.astype(jnp.float32) for h in enc_hidden + dec_hidden[:-1]]
+    return {'recon': recon.astype(jnp.float32), 'z': z.astype(jnp.float32), 'hidden': hidden}
+
+
+class ConvAE(nn.Module):
+  """Denoising conv autoencoder: Conv 64/32/16 (3x3, ReLU) with 2x2 max-pooling, mirrored with up-sampling.
+
+  Inputs are zero-padded to a multiple of 8 (three poolings) and outputs cropped back, so 8x8, 16x16 and
+  28x28 images all work. Output is a sigmoid image in [0, 1].
+  """
+  features: Sequence[int] = (64, 32, 16)
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    conv = lambda n, name: nn.Conv(n, (3, 3), padding='SAME', dtype=self.dtype, param_dtype=jnp.float32,
+                                   name=name)
+    self.enc = [conv(n, f'encoder_{i}') for i, n in enumerate(self.features)]
+    self.dec = [conv(n, f'decoder_{i}') for i, n in enumerate(self.features[::-1])]
+    self.out = nn.Conv(1, (3, 3), padding='SAME', dtype=self.dtype, param_dtype=jnp.float32, name='output')
+
+  def _pad(self, x):
+    m = 2 ** len(self.features)
+    h, w = x.shape[1:3]
+    return jnp.pad(x, ((0, 0), (0, -h % m), (0, -w % m), (0, 0)))
+
+  def encode_map(self, x):
+    h = self._pad(x)
+    for layer in self.enc:
+      h = nn.max_pool(nn.relu(layer(h)), (2, 2), strides=(2, 2))
+    return h
+
+  def encode(self, x):
+    return self.encode_map(x).reshape(x.shape[0], -1).astype(jnp.float32)
+
+  def decode_map(self, h, out_hw):
+    for layer in self.dec:
+      h = nn.relu(layer(h))
+      h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # nearest-neighbour up-sampling
+    out = nn.sigmoid(self.out(h))
+    return out[:, :out_hw[0], :out_hw[1], :].astype(jnp.float32)
+
+  def __call__(self, x, rng=None):
+    h = self.encode_map(x)
+    return {'recon': self.decode_map(h, x.shape[1:3]), 'z': h.reshape(x.shape[0], -1).astype(jnp.float32)}
+
+
+class VAE(nn.Module):
+  """Variational autoencoder: d-500-(mean, log-variance of a 10-d latent); decoder 10-500-d Bernoulli logits."""
+  out_dim: int
+  hidden: int = 500
+  latent: int = 10
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    self.enc_hidden, self.enc_mean, self.enc_logvar = dense(self.hidden, 'encoder_0'), dense(
+        self.latent, 'mean'), dense(self.latent, 'logvar')
+    self.dec_hidden, self.dec_out = dense(self.hidden, 'decoder_0'), dense(self.out_dim, 'decoder_1')
+
+  def encode_stats(self, x):
+    h = nn.relu(self.enc_hidden(x))
+    return self.enc_mean(h).astype(jnp.float32), self.enc_logvar(h).astype(jnp.float32)
+
+  def encode(self, x):
+    return self.encode_stats(x)[0]
+
+  def decode_logits(self, z):
+    return self.dec_out(nn.relu(self.dec_hidden(z))).astype(jnp.float32)
+
+  def decode(self, z):
+    return nn.sigmoid(self.decode_logits(z))
+
+  def __call__(self, x, rng):
+    mean, logvar = self.encode_stats(x)
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+    return {'logits': self.decode_logits(z), 'mean': mean, 'logvar': logvar, 'z': z}
+
+
+MODEL_NAMES = ('ae', 'sparse_ae', 'dae', 'vae')
+CONV_MODELS = ('dae',)
+
+
+def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=jnp.float32) -> nn.Module:
+  """Builds the module for a model name; `config` is the `model` block of a run config (may be None)."""
+  get = (lambda key, default: config.get(key, default)) if config is not None else (lambda key, d: d)
+  d = image_shape[0] * image_shape[1] * image_shape[2]
+  if name in ('ae', 'sparse_ae'):
+    return DenseAE(out_dim=d, dims=tuple(get('dims', (500, 500, 2000, 10))),
+                   activation=get('activation', 'relu'),
+                   bottleneck_activation=get('bottleneck_activation', 'linear'),
+                   output_activation=get('output_activation', 'linear'), dtype=dtype)
+  if name == 'dae':
+    return ConvAE(features=tuple(get('features', (64, 32, 16))), dtype=dtype)
+  if name == 'vae':
+    return VAE(out_dim=d, hidden=get('hidden', 500), latent=get('latent', 10), dtype=dtype)
+  raise UserError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
+
+
+def model_input(name: str, x):
+  """Dense models read flat vectors, the conv model NHWC images."""
+  return x if name in CONV_MODELS else x.reshape(x.shape[0], -1)

@@ -1,0 +1,163 @@
+"""Autoencoder training: optax optimiser, flax TrainState, each epoch one jitted `lax.scan` over device batches.
+
+The whole dataset lives on the device(s); an epoch draws a permutation, and a single `lax.scan` gathers and
+trains on every full batch with no Python per step. Each epoch's key is `fold_in(seed key, epoch)`, so a run
+resumed from a checkpoint follows exactly the path of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flax.training import train_state
+
+from udl_jax import checkpoint, log, losses, models, parallel
+from udl_jax.errors import UserError
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  if name not in DTYPES:
+    raise UserError(f"unknown dtype '{name}'; valid: {', '.join(DTYPES)}")
+  return DTYPES[name]
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """Adam (default) or SGD with momentum (DEC-keras) from a config block with optimizer/learning_rate/momentum."""
+  if cfg.optimizer == 'adam':
+    return optax.adam(cfg.learning_rate)
+  if cfg.optimizer == 'sgd':
+    return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
+  raise UserError(f"unknown optimizer '{cfg.optimizer}'; valid: adam, sgd")
+
+
+def init_state(model, x_example: np.ndarray, tx, rng: jax.Array) -> train_state.TrainState:
+  init_key, sample_key = jax.random.split(rng)
+  params = model.init(init_key, jnp.asarray(x_example[:1]), sample_key)
+  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh) -> Callable:
+  """jit(epoch(state, x, key) -> (state, mean metrics)); the state buffer is donated."""
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def epoch(state, x, key):
+    num_batches = x.shape[0] // batch_size
+    perm_key, step_key = jax.random.split(key)
+    order = jax.random.permutation(perm_key, x.shape[0])[:num_batches * batch_size]
+    step_keys = jax.random.split(step_key, num_batches)
+
+    def step(state, inputs):
+      idx, k = inputs
+      batch = parallel.shard_batch(x[idx], mesh)
+      (loss, aux), grads = grad_fn(state.params, batch, k)
+      return state.apply_gradients(grads=grads), {'loss': loss, **aux}
+
+    state, metrics = jax.lax.scan(step, state, (order.reshape(num_batches, batch_size), step_keys))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return jax.jit(epoch, donate_argnums=0)
+
+
+def make_evaluate(loss_fn: losses.LossFn, chunk: int) -> Callable:
+  """jit(evaluate(params, x, key) -> mean loss) over full chunks of x (a remainder < chunk is left out)."""
+  def evaluate(params, x, key):
+    n = x.shape[0] // chunk
+    xs = x[:n * chunk].reshape(n, chunk, *x.shape[1:])
+    return jnp.mean(jax.lax.map(lambda b: loss_fn(params, b, key)[0], xs))
+  return jax.jit(evaluate)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.ndarray | None, seed: int,
+        ckpt_dir: str | Path | None = None, mesh=None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> tuple[train_state.TrainState, list[dict]]:
+  """Trains `model` on model-ready arrays; resumes from `ckpt_dir` when it holds a checkpoint of this run.
+
+  `cfg` is the run's `train` block (epochs, batch_size, optimizer, learning_rate, momentum, patience,
+  checkpoint_every). Stops early after `patience` epochs without a better validation loss (training loss when
+  there is no validation set). A non-finite loss stops the run with an error before anything is saved.
+  """
+  mesh = mesh or parallel.make_mesh()
+  if len(x_train) < cfg.batch_size:
+    raise UserError(f'batch_size {cfg.batch_size} is larger than the {len(x_train)} training samples')
+  parallel.check_batch_size(cfg.batch_size, mesh)
+  loss_fn = losses.make_loss_fn(model_name, model, model_cfg)
+  key = jax.random.key(seed)
+  state = parallel.replicate(init_state(model, x_train, make_optimizer(cfg), jax.random.fold_in(key, 0)), mesh)
+  x_train_dev = parallel.replicate(jnp.asarray(x_train), mesh)
+  x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(jnp.asarray(x_val), mesh)
+  train_epoch = make_train_epoch(loss_fn, cfg.batch_size, mesh)
+  evaluate = make_evaluate(loss_fn, min(len(x_val), 1024)) if x_val_dev is not None else None
+  val_key = jax.random.fold_in(key, 2)
+
+  mngr = checkpoint.manager(ckpt_dir) if ckpt_dir else None
+  meta = {'epoch': 0, 'history': [], 'best': None, 'bad_epochs': 0, 'done': False}
+  restored = checkpoint.restore_latest(mngr, state) if mngr else None
+  if restored:
+    state, meta = restored
+    log.info('resumed from %s at epoch %d', ckpt_dir, meta['epoch'])
+  samples_per_epoch = len(x_train) // cfg.batch_size * cfg.batch_size
+  start, timed_epochs, timed_seconds = meta['epoch'], 0, 0.0
+  for epoch in range(start + 1, cfg.epochs + 1):
+    if meta['done']:
+      break
+    t0 = time.perf_counter()
+    state, metrics = train_epoch(state, x_train_dev, jax.random.fold_in(jax.random.fold_in(key, 1), epoch))
+    row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()}}
+    if evaluate is not None:
+      row['val_loss'] = float(evaluate(state.params, x_val_dev, val_key))
+    seconds = time.perf_counter() - t0
+    if not all(np.isfinite(v) for v in row.values()):
+      raise UserError(f'{model_name}: loss became non-finite at epoch {epoch} ({row}); lower the learning '
+                      'rate or check the data. No checkpoint was written from this state.')
+    if epoch > start + 1 or epoch == cfg.epochs:  # the first epoch of a process includes compilation
+      timed_epochs, timed_seconds = timed_epochs + 1, timed_seconds + seconds
+    rate = samples_per_epoch / seconds
+    row.update(seconds=seconds, samples_per_s=rate)
+    meta['history'].append(row)
+    monitored = row.get('val_loss', row['loss'])
+    if meta['best'] is None or monitored < meta['best']:
+      meta['best'], meta['bad_epochs'] = monitored, 0
+    else:
+      meta['bad_epochs'] += 1
+    meta['epoch'] = epoch
+    stop = cfg.patience and meta['bad_epochs'] >= cfg.patience
+    meta['done'] = bool(stop or epoch == cfg.epochs)
+    per_epoch = timed_seconds / timed_epochs if timed_epochs else seconds
+    log.info('%s epoch %d/%d loss %.5f%s | %.0f samples/s | ETA %s%s', model_name, epoch, cfg.epochs,
+                 row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', rate,
+                 format_duration(per_epoch * (cfg.epochs - epoch)), ' | early stop' if stop else '')
+    if mngr and (meta['done'] or epoch % cfg.checkpoint_every == 0):
+      checkpoint.save(mngr, epoch, state, meta)
+    if on_epoch:
+      on_epoch(epoch, row)
+  if mngr:
+    mngr.close()
+  return state, meta['history']
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Index arrays of a seeded random train/validation split."""
+  order = np.random.default_rng(seed).permutation(n)
+  n_val = int(round(n * val_fraction))
+  return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def embed(model, params, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+  """The encoder's output for all of x, in chunks (the embedding k-means and DEC start from)."""
+  encode = jax.jit(lambda p, b: model.apply(p, b, method=model.encode))
+  return np.concatenate([np.asarray(encode(params, x[i:i + chunk])) for i in range(0, len(x), chunk)])
