@@ -30,3 +30,18 @@ def restore_latest(mngr: ocp.CheckpointManager, template):
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
                                                         meta=ocp.args.JsonRestore()))
   return restored['state'], restored['meta']
+
+
+def save_tree(path: str | Path, tree) -> None:
+  """A finished model's parameters, for `experiments.assign` (written atomically by orbax)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(Path(path).absolute(), tree, force=True)
+
+
+def load_tree(path: str | Path):
+  """The pytree written by `save_tree`, as host arrays, no template needed."""
+  path = Path(path).absolute()
+  if not path.exists():
+    raise FileNotFoundError(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(path)

@@ -117,8 +117,9 @@ def _load_idx_split(folder: Path, family: str, split: str) -> tuple[np.ndarray, 
   return images, labels
 
 
-def _idx_folder_ok(folder: Path) -> bool:
-  return folder.is_dir() and _find_idx(folder, 'train-images-idx3-ubyte') is not None
+def _idx_folder_ok(folder: Path, splits: tuple[str, ...]) -> bool:
+  stems = ['train-images-idx3-ubyte' if s == 'train' else 't10k-images-idx3-ubyte' for s in splits]
+  return folder.is_dir() and all(_find_idx(folder, stem) is not None for stem in stems)
 
 
 def _from_uint8(images: np.ndarray, labels: np.ndarray | None, name: str, num_classes=10) -> Dataset:
@@ -130,7 +131,10 @@ def _tfds_arrays(tfds_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Reads a tfds split through `tfds.data_source` (downloads and prepares it when the machine can)."""
   import tensorflow_datasets as tfds  # heavy import, only on this path
   source = tfds.data_source(tfds_name, split=split)
-  examples = source.__getitems__(range(len(source)))
+  try:
+    examples = source.__getitems__(range(len(source)))
+  except TypeError:  # tfds.testing.mock_data's source mock leaves __getitems__ unbound; index one by one
+    examples = [source[i] for i in range(len(source))]
   images = np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8)
   labels = np.asarray([e['label'] for e in examples], np.int32)
   return images, labels
@@ -152,7 +156,7 @@ def _candidate_folders(name: str, folder_name: str, data_dir: str | None) -> lis
 def _load_idx_family(family: str, name: str, splits: tuple[str, ...], data_dir: str | None) -> Dataset:
   places = _candidate_folders(name, family, data_dir)
   for folder in places:
-    if _idx_folder_ok(folder):
+    if _idx_folder_ok(folder, splits):
       parts = [_load_idx_split(folder, family, s) for s in splits]
       return _from_uint8(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), name)
   if data_dir is None:

@@ -18,6 +18,11 @@ import jax.numpy as jnp
 
 from udl_jax.errors import UserError
 
+KERNEL_INITS = {
+    'lecun_normal': nn.initializers.lecun_normal(),
+    # DEC-keras: VarianceScaling(scale=1/3, mode='fan_in', distribution='uniform'), used with SGD(lr=1).
+    'dec': nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+}
 ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid, 'tanh': nn.tanh, 'linear': lambda x: x}
 
 
@@ -34,10 +39,14 @@ class DenseAE(nn.Module):
   activation: str = 'relu'
   bottleneck_activation: str = 'linear'
   output_activation: str = 'linear'
+  kernel_init: str = 'lecun_normal'
   dtype: Any = jnp.float32
 
   def setup(self):
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+    if self.kernel_init not in KERNEL_INITS:
+      raise UserError(f"unknown kernel_init '{self.kernel_init}'; valid: {', '.join(KERNEL_INITS)}")
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name,
+                                     kernel_init=KERNEL_INITS[self.kernel_init])
     self.encoder = [dense(n, f'encoder_{i}') for i, n in enumerate(self.dims)]
     decoder_dims = list(self.dims[-2::-1]) + [self.out_dim]
     self.decoder = [dense(n, f'decoder_{i}') for i, n in enumerate(decoder_dims)]
@@ -149,7 +158,8 @@ def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=
     return DenseAE(out_dim=d, dims=tuple(get('dims', (500, 500, 2000, 10))),
                    activation=get('activation', 'relu'),
                    bottleneck_activation=get('bottleneck_activation', 'linear'),
-                   output_activation=get('output_activation', 'linear'), dtype=dtype)
+                   output_activation=get('output_activation', 'linear'),
+                   kernel_init=get('kernel_init', 'lecun_normal'), dtype=dtype)
   if name == 'dae':
     return ConvAE(features=tuple(get('features', (64, 32, 16))), dtype=dtype)
   if name == 'vae':

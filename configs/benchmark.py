@@ -1,0 +1,38 @@
+"""Benchmark: raw KMeans, AE+KMeans, DEC and IDEC over seeds, on one dataset, with DEC-keras's settings.
+
+  python -m experiments.benchmark                                   # digits, 10 seeds, a few minutes on a CPU
+  python -m experiments.benchmark --config=configs/benchmark.py:dataset=mnist --config.seeds=3 --workdir=runs/mnist
+  python -m experiments.benchmark --config=configs/benchmark.py:dataset=folder \
+      --config.data_dir=PHOTOS --config.n_clusters=8 --workdir=runs/photos
+
+Argument keys (after the colon): dataset=NAME (digits, mnist, mnist_test, fashion_mnist, fashion_mnist_test,
+usps, folder). Everything else is a flag: --config.KEY=VALUE (a typo fails: the config is locked).
+"""
+
+import ml_collections
+
+from udl_jax import config as udl_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = udl_config.parse_arg(arg)
+  c = ml_collections.ConfigDict()
+  c.dataset = 'digits'
+  c.data_dir = ''             # '' = $UDL_DATA_DIR, then system paths, then TensorFlow Datasets
+  c.image_size = 28           # folder datasets: images are resized to this square
+  c.labels_csv = ''           # folder datasets: optional filename,label CSV
+  c.n_clusters = 0            # 0 = the number of classes of the dataset
+  c.seeds = 10                # seeds 0 .. seeds-1 (or first_seed .. first_seed+seeds-1)
+  c.first_seed = 0
+  c.methods = 'kmeans,ae_kmeans,dec,idec'
+  c.protocol = 'transductive'  # or 'holdout': fit on a train split, score the held-out images
+  c.holdout_fraction = 0.3
+  c.dtype = 'float32'          # or 'bfloat16': mixed precision (float32 params and optimiser state)
+  c.distributed = False        # multi-host: call jax.distributed.initialize() first
+  c.model = udl_config.model_block('ae')
+  c.pretrain = udl_config.train_block()
+  c.cluster = udl_config.cluster_block()
+  udl_config.apply_preset(c, args.pop('dataset', 'digits'))
+  if args:
+    raise udl_config.UserError(f'unknown config argument(s) {sorted(args)}; valid: dataset')
+  return c

@@ -1,0 +1,28 @@
+"""Seed-averaged clustering benchmark: KMeans, AE+KMeans, DEC, IDEC on one dataset.
+
+  python -m experiments.benchmark                      # digits, 10 seeds; prints the table
+  python -m experiments.benchmark --config=configs/benchmark.py:dataset=mnist --config.seeds=3 --workdir=runs/mnist
+
+Re-running the same command in the same workdir resumes. See configs/benchmark.py for every option.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import launch
+from udl_jax import benchmark
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/benchmark.py', 'Benchmark config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/benchmark_<dataset>).')
+
+
+def main(argv):
+  launch.check_no_positional(argv)
+  config = _CONFIG.value
+  workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/benchmark_{config.dataset}')
+  benchmark.run(config, workdir)
+
+
+if __name__ == '__main__':
+  launch.run(main)

@@ -1,0 +1,28 @@
+"""Train one autoencoder (ae, sparse_ae, dae, vae) and draw its figures.
+
+  python -m experiments.train_autoencoder --config=configs/autoencoder.py:model=dae,dataset=fashion_mnist --workdir=runs/dae
+
+Re-running the same command in the same workdir resumes. See configs/autoencoder.py for every option.
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import launch
+from udl_jax import autoencoder
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/autoencoder.py', 'Autoencoder config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/<model>_<dataset>).')
+
+
+def main(argv):
+  launch.check_no_positional(argv)
+  config = _CONFIG.value
+  workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/{config.model.name}_{config.dataset}')
+  summary = autoencoder.run(config, workdir)
+  print({k: v for k, v in summary.items() if k in ('model', 'dataset', 'epochs_run', 'heldout')})
+
+
+if __name__ == '__main__':
+  launch.run(main)

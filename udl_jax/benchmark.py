@@ -1,0 +1,208 @@
+"""The benchmark: raw KMeans, AE+KMeans and the clustering methods (DEC, IDEC, ...) over seeds, as a table.
+
+Workdir layout (re-running the same command resumes: finished trials are skipped, the unfinished one continues
+from its last checkpoint):
+  config.json  trials.csv  summary.json  table.md  clusters.png  log.txt
+  seed_S/ae/          autoencoder checkpoints, metrics.jsonl, params (final)
+  seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
+  seed_S/METHOD/      checkpoints, metrics.jsonl, params (final), result.npz (eval labels, confidence)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
+                     parallel, plots, results, train)
+from udl_jax.errors import UserError
+
+
+def load_dataset(config) -> data.Dataset:
+  return data.load(config.dataset, config.data_dir or None, image_size=config.image_size,
+                   labels_csv=config.labels_csv or None)
+
+
+def protocol_split(n: int, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(fit indices, evaluation indices): all/all for transductive, a seeded split for holdout."""
+  if config.protocol == 'transductive':
+    everything = np.arange(n)
+    return everything, everything
+  return train.split_train_val(n, config.holdout_fraction, seed)
+
+
+def nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+  return np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1).astype(np.int32)
+
+
+def build_model(config, image_shape):
+  return models.make_model(config.model.name, image_shape, config.model, train.compute_dtype(config.dtype))
+
+
+class SeedRun:
+  """The shared pieces of one seed (pretrained autoencoder, its k-means) computed once and cached on disk."""
+
+  def __init__(self, config, dataset: data.Dataset, seed: int, workdir: Path, mesh):
+    self.config, self.dataset, self.seed, self.mesh = config, dataset, seed, mesh
+    self.dir = workdir / f'seed_{seed}'
+    self.fit_idx, self.eval_idx = protocol_split(len(dataset), config, seed)
+    self.x = models.model_input(config.model.name, dataset.x)
+    self.model = build_model(config, dataset.image_shape)
+    self.n_clusters = config.n_clusters or dataset.num_classes
+    self._ae = None
+
+  def autoencoder(self) -> tuple[dict, float]:
+    """(params, pretraining seconds), training or resuming as needed."""
+    if self._ae is None:
+      cfg = self.config.pretrain
+      x_fit = self.x[self.fit_idx]
+      tr, va = train.split_train_val(len(x_fit), cfg.val_fraction, self.seed)
+      state, history = train.fit(self.config.model.name, self.model, self.config.model, cfg, x_fit[tr],
+                                 x_fit[va] if len(va) else None, self.seed, self.dir / 'ae' / 'checkpoints',
+                                 self.mesh)
+      results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)
+      params = jax.device_get(state.params)
+      checkpoint.save_tree(self.dir / 'ae' / 'params', params)
+      self._ae = params, float(sum(h['seconds'] for h in history))
+    return self._ae
+
+  def ae_kmeans(self) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (n_init from the config) on the embedding of the fit set: (labels, centres), cached."""
+    path = self.dir / 'ae_kmeans.npz'
+    if path.exists():
+      saved = np.load(path)
+      return saved['labels'], saved['centres']
+    params, _ = self.autoencoder()
+    z = train.embed(self.model, params, self.x[self.fit_idx])
+    labels, centres = clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init)
+    results.write_npz(path, labels=labels, centres=centres)
+    return labels, centres
+
+  def score(self, eval_labels: np.ndarray) -> dict:
+    y = self.dataset.y
+    return metrics.evaluate(None if y is None else y[self.eval_idx], eval_labels)
+
+
+def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
+  """(trial row, labels of the evaluation set, confidence or None) of one method on one seed."""
+  config, holdout = run.config, run.config.protocol == 'holdout'
+  t0 = time.perf_counter()
+  row = {'seed': run.seed, 'method': method, 'protocol': config.protocol, 'pretrain_seconds': None,
+         'iterations': None}
+  confidence = None
+  if method == 'kmeans':
+    flat = run.dataset.flat
+    labels, centres = clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init)
+    eval_labels = nearest_centre(flat[run.eval_idx], centres) if holdout else labels
+  elif method == 'ae_kmeans':
+    params, row['pretrain_seconds'] = run.autoencoder()
+    t0 = time.perf_counter()
+    labels, centres = run.ae_kmeans()
+    eval_labels = nearest_centre(train.embed(run.model, params, run.x[run.eval_idx]), centres) if holdout \
+        else labels
+  else:
+    params, row['pretrain_seconds'] = run.autoencoder()
+    init = run.ae_kmeans()
+    t0 = time.perf_counter()
+    kwargs = config.cluster.method_kwargs.get(method, {}) if 'method_kwargs' in config.cluster else {}
+    method_obj = methods.get(method, **dict(kwargs))
+    y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
+    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj, config.cluster,
+                     run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
+    results.write_jsonl(run.dir / method / 'metrics.jsonl', result.history)
+    checkpoint.save_tree(run.dir / method / 'params', result.params)
+    row['iterations'] = result.iterations
+    if holdout:
+      q, _ = dec.make_predict(run.model, config.cluster.alpha)(result.params, jnp.asarray(run.x[run.eval_idx]))
+      q = np.asarray(q)
+    else:
+      q = result.q
+    eval_labels, confidence = q.argmax(1).astype(np.int32), q.max(1)
+  row['seconds'] = time.perf_counter() - t0
+  row.update(run.score(eval_labels))
+  results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
+                    **({} if confidence is None else {'confidence': confidence}))
+  return row, eval_labels, confidence
+
+
+def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict], wall_seconds: float) -> dict:
+  method_names = udl_config.method_list(config)
+  summary = results.summarize(rows, method_names)
+  results.write_trials(workdir / 'trials.csv', rows)
+  payload = {'dataset': config.dataset, 'protocol': config.protocol, 'n_samples': len(dataset),
+             'seeds': sorted({r['seed'] for r in rows}), 'methods': summary, 'wall_seconds_this_process':
+             wall_seconds, 'config': config.to_dict(), 'environment': results.environment()}
+  results.write_json(workdir / 'summary.json', payload)
+  header = (f'{config.dataset} ({len(dataset)} images), protocol {config.protocol}, '
+            f"{len(payload['seeds'])} seeds\n\n")
+  results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary))
+  _cluster_figure(dataset, workdir, rows)
+  return payload
+
+
+def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> None:
+  """Sample images per cluster for the best run of the first deep method that has one (by ACC, else any)."""
+  for method in ('dec', 'idec', 'ae_kmeans', 'kmeans'):
+    mine = [r for r in rows if r['method'] == method]
+    if mine:
+      best = max(mine, key=lambda r: r.get('acc') or 0.0)
+      saved = np.load(workdir / f"seed_{best['seed']}" / f'{method}_labels.npz')
+      acc = f", ACC {best['acc']:.3f}" if best.get('acc') is not None else ''
+      plots.cluster_grid(dataset.x[saved['index']], saved['labels'], workdir / 'clusters.png',
+                         title=f"{results.METHOD_LABELS.get(method, method)}, seed {best['seed']}{acc}",
+                         confidence=saved['confidence'] if 'confidence' in saved else None)
+      return
+
+
+def _check_same_config(config, path: Path) -> None:
+  """Resuming in a workdir made with other settings would mix incomparable trials: refuse."""
+  if not path.exists():
+    return
+  before, now = json.loads(path.read_text()), json.loads(json.dumps(config.to_dict(), default=str))
+  changed = sorted(k for k in set(before) | set(now) if k not in ('seeds', 'first_seed', 'methods')
+                   and before.get(k) != now.get(k))
+  if changed:
+    raise UserError(f'{path.parent} holds a run with different settings ({", ".join(changed)}); use a new '
+                    '--workdir, or the same config (only seeds and methods may change when resuming)')
+
+
+def run(config, workdir: str | Path) -> dict:
+  """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary."""
+  udl_config.validate(config)
+  if config.distributed:
+    parallel.initialize_distributed()
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  dataset = load_dataset(config)
+  if not (config.n_clusters or dataset.num_classes):
+    raise UserError(f'{config.dataset} has no labels: set --config.n_clusters to the number of clusters wanted')
+  _check_same_config(config, workdir / 'config.json')
+  results.write_json(workdir / 'config.json', config.to_dict())
+  mesh = parallel.make_mesh()
+  rows = results.read_trials(workdir / 'trials.csv')
+  finished = {(r['seed'], r['method']) for r in rows}
+  method_names = udl_config.method_list(config)
+  seeds = list(range(config.first_seed, config.first_seed + config.seeds))
+  total = len(seeds) * len(method_names)
+  t_start = time.perf_counter()
+  log.info('benchmark %s: %d images, %d seeds x %s, protocol %s, %d trials already done', config.dataset,
+           len(dataset), len(seeds), ','.join(method_names), config.protocol, len(finished))
+  for seed in seeds:
+    seed_run = SeedRun(config, dataset, seed, workdir, mesh)
+    for method in method_names:
+      if (seed, method) in finished:
+        continue
+      row, _, _ = run_trial(seed_run, method)
+      rows.append(row)
+      results.write_trials(workdir / 'trials.csv', rows)
+      done = len(rows)
+      scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+      log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, total, seed, method, scores, row['seconds'])
+  payload = write_outputs(config, dataset, workdir, rows, time.perf_counter() - t_start)
+  log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
+  return payload

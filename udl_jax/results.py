@@ -1,0 +1,127 @@
+"""Trial rows -> seed-averaged tables (trials.csv, summary.json, table.md), every file written atomically.
+
+A crash or kill never leaves a half-written table: each file is written to a temporary sibling and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ('acc', 'nmi', 'ari')
+TRIAL_FIELDS = ('seed', 'method', 'protocol', 'acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
+METHOD_LABELS = {'kmeans': 'KMeans (raw pixels)', 'ae_kmeans': 'AE + KMeans', 'dec': 'DEC', 'idec': 'IDEC'}
+
+
+def write_atomic(path: str | Path, content: str | bytes) -> None:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    f.write(content.encode() if isinstance(content, str) else content)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj) -> None:
+  write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + '\n')
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+  write_atomic(path, ''.join(json.dumps(r, default=_jsonable) + '\n' for r in rows))
+
+
+def write_npz(path: str | Path, **arrays) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_atomic(path, buf.getvalue())
+
+
+def _jsonable(value):
+  if isinstance(value, (np.integer, np.floating)):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  return str(value)
+
+
+def read_trials(path: str | Path) -> list[dict]:
+  path = Path(path)
+  if not path.exists():
+    return []
+  with open(path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  for r in rows:
+    r['seed'] = int(r['seed'])
+    for key in TRIAL_FIELDS[3:]:
+      r[key] = float(r[key]) if r.get(key) not in (None, '') else None
+  return rows
+
+
+def write_trials(path: str | Path, rows: list[dict]) -> None:
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, TRIAL_FIELDS, extrasaction='ignore', lineterminator='\n')
+  writer.writeheader()
+  for r in sorted(rows, key=lambda r: (r['seed'], list(METHOD_LABELS).index(r['method'])
+                                       if r['method'] in METHOD_LABELS else 99, r['method'])):
+    writer.writerow({k: ('' if r.get(k) is None else r[k]) for k in TRIAL_FIELDS})
+  write_atomic(path, buf.getvalue())
+
+
+def summarize(rows: list[dict], methods: list[str]) -> dict:
+  """{method: {metric: {mean, std, min, max, n}}} over seeds; std is the sample standard deviation."""
+  out = {}
+  for method in methods:
+    mine = [r for r in rows if r['method'] == method]
+    if not mine:
+      continue
+    out[method] = {}
+    for key in METRICS + ('seconds', 'pretrain_seconds', 'iterations'):
+      values = np.asarray([r[key] for r in mine if r.get(key) is not None], np.float64)
+      if values.size:
+        out[method][key] = {'mean': float(values.mean()), 'std': float(values.std(ddof=1)) if values.size > 1
+                            else 0.0, 'min': float(values.min()), 'max': float(values.max()), 'n': int(values.size)}
+  return out
+
+
+def markdown_table(summary: dict) -> str:
+  """Methods as rows, mean ± std of ACC / NMI / ARI as columns, the best mean of each column in bold."""
+  best = {m: max((s[m]['mean'] for s in summary.values() if m in s), default=None) for m in METRICS}
+  lines = ['| method | ACC | NMI | ARI | seeds | time / seed (s) |', '| --- | --- | --- | --- | --- | --- |']
+  for method, s in summary.items():
+    cells = []
+    for m in METRICS:
+      if m not in s:
+        cells.append('n/a')
+        continue
+      text = f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}"
+      cells.append(f'**{text}**' if np.isclose(s[m]['mean'], best[m]) else text)
+    n = max((s[m]['n'] for m in METRICS if m in s), default=s.get('seconds', {}).get('n', 0))
+    seconds = s.get('seconds', {}).get('mean', 0.0) + s.get('pretrain_seconds', {}).get('mean', 0.0)
+    lines.append(f"| {METHOD_LABELS.get(method, method)} | {' | '.join(cells)} | {n} | {seconds:.1f} |")
+  return '\n'.join(lines) + '\n'
+
+
+def environment() -> dict:
+  """Package versions and the device, recorded beside every table."""
+  import jax
+  packages = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'scikit-learn', 'numpy', 'scipy')
+  versions = {}
+  for p in packages:
+    try:
+      versions[p] = metadata.version(p)
+    except metadata.PackageNotFoundError:
+      versions[p] = None
+  devices = jax.devices()
+  return {'python': platform.python_version(), 'packages': versions, 'platform': platform.platform(),
+          'backend': jax.default_backend(), 'device_kind': devices[0].device_kind, 'device_count': len(devices),
+          'cpu_count': os.cpu_count()}
