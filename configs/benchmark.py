@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seeds = 10                # seeds 0 .. seeds-1 (or first_seed .. first_seed+seeds-1)
   c.first_seed = 0
   c.methods = 'kmeans,ae_kmeans,dec,idec'
+  c.imports = ''               # modules that register extra clustering methods, e.g. 'my_losses'
   c.protocol = 'transductive'  # or 'holdout': fit on a train split, score the held-out images
   c.holdout_fraction = 0.3
   c.dtype = 'float32'          # or 'bfloat16': mixed precision (float32 params and optimiser state)

@@ -51,3 +51,10 @@ def mnist_dir(data_root: Path) -> Path:
 @pytest.fixture(scope='session')
 def fashion_dir(data_root: Path) -> Path:
   return _family_dir(data_root, 'fashion_mnist')
+
+
+@pytest.fixture(scope='session')
+def digits():
+  """scikit-learn's 8x8 digits (1797 images, embedded in the package: no download, always available)."""
+  from udl_jax import data
+  return data.load('digits')

@@ -10,6 +10,7 @@ from its last checkpoint):
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
@@ -117,13 +118,15 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
     results.write_jsonl(run.dir / method / 'metrics.jsonl', result.history)
     checkpoint.save_tree(run.dir / method / 'params', result.params)
     row['iterations'] = result.iterations
+    # Compute time of the whole clustering phase, also when this process resumed it half-way.
+    row['seconds'] = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
     if holdout:
       q, _ = dec.make_predict(run.model, config.cluster.alpha)(result.params, jnp.asarray(run.x[run.eval_idx]))
       q = np.asarray(q)
     else:
       q = result.q
     eval_labels, confidence = q.argmax(1).astype(np.int32), q.max(1)
-  row['seconds'] = time.perf_counter() - t0
+  row.setdefault('seconds', time.perf_counter() - t0)
   row.update(run.score(eval_labels))
   results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
                     **({} if confidence is None else {'confidence': confidence}))
@@ -159,13 +162,23 @@ def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> N
       return
 
 
+def import_plugins(modules: str) -> None:
+  """Imports the comma-separated modules that register extra clustering methods (`--config.imports`)."""
+  for name in filter(None, (m.strip() for m in modules.split(','))):
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise UserError(f"--config.imports: cannot import '{name}' ({e}); it must be importable from the "
+                      'current directory or the installed packages') from e
+
+
 def _check_same_config(config, path: Path) -> None:
   """Resuming in a workdir made with other settings would mix incomparable trials: refuse."""
   if not path.exists():
     return
   before, now = json.loads(path.read_text()), json.loads(json.dumps(config.to_dict(), default=str))
-  changed = sorted(k for k in set(before) | set(now) if k not in ('seeds', 'first_seed', 'methods')
-                   and before.get(k) != now.get(k))
+  changed = sorted(k for k in set(before) & set(now) if k not in ('seeds', 'first_seed', 'methods')
+                   and before[k] != now[k])
   if changed:
     raise UserError(f'{path.parent} holds a run with different settings ({", ".join(changed)}); use a new '
                     '--workdir, or the same config (only seeds and methods may change when resuming)')
@@ -173,6 +186,7 @@ def _check_same_config(config, path: Path) -> None:
 
 def run(config, workdir: str | Path) -> dict:
   """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary."""
+  import_plugins(config.get('imports', ''))
   udl_config.validate(config)
   if config.distributed:
     parallel.initialize_distributed()
@@ -183,6 +197,7 @@ def run(config, workdir: str | Path) -> dict:
     raise UserError(f'{config.dataset} has no labels: set --config.n_clusters to the number of clusters wanted')
   _check_same_config(config, workdir / 'config.json')
   results.write_json(workdir / 'config.json', config.to_dict())
+  results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
   mesh = parallel.make_mesh()
   rows = results.read_trials(workdir / 'trials.csv')
   finished = {(r['seed'], r['method']) for r in rows}

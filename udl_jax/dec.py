@@ -155,7 +155,9 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
              ' | converged' if stop and ite < cfg.maxiter else (' | maxiter' if stop else ''))
     updates = len(meta['history'])
     if mngr and (stop or updates % cfg.checkpoint_every == 0):
-      checkpoint.save(mngr, meta['iteration'], {'state': state, 'labels': jnp.asarray(last_labels)}, meta)
+      # Keyed by the update count, which grows every pass: the final (stopping) update trains no steps, so
+      # keyed by iteration it would collide with the previous save (orbax: StepAlreadyExistsError).
+      checkpoint.save(mngr, updates, {'state': state, 'labels': jnp.asarray(last_labels)}, meta)
   if mngr:
     mngr.close()
   q, z = (np.asarray(a) for a in predict(state.params, x_dev))

@@ -1,0 +1,35 @@
+"""Assign new images to the clusters of a finished benchmark run.
+
+  python -m experiments.assign --workdir=runs/benchmark_digits --data=PHOTO_FOLDER --out=runs/sorted
+  python -m experiments.assign --workdir=runs/mnist --data=mnist_test --method=idec --seed=2
+
+Writes OUT/assignments.csv (filename_or_index, cluster, confidence) and OUT/clusters.png.
+"""
+
+from absl import flags
+
+from experiments import launch
+from udl_jax import assign, log, metrics
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a finished benchmark run.', required=True)
+_DATA = flags.DEFINE_string('data', None, 'A dataset name (e.g. mnist_test) or a folder of images.',
+                            required=True)
+_METHOD = flags.DEFINE_enum('method', 'dec', list(assign.ASSIGNABLE), 'Which trained model assigns.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Which seed of the run.')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default: WORKDIR/assign_<method>_seed<seed>).')
+
+
+def main(argv):
+  launch.check_no_positional(argv)
+  dataset, labels, confidence = assign.assign(_WORKDIR.value, _DATA.value, _METHOD.value, _SEED.value)
+  out = _OUT.value or f'{_WORKDIR.value}/assign_{_METHOD.value}_seed{_SEED.value}'
+  assign.write_assignments(dataset, labels, confidence, out,
+                           f'{_DATA.value}: {len(dataset)} images by {_METHOD.value} (seed {_SEED.value})')
+  log.info('wrote %s/assignments.csv and clusters.png (%d images, %d clusters used)', out, len(dataset),
+           len(set(labels.tolist())))
+  if dataset.y is not None:
+    log.info('against the labels: %s', metrics.evaluate(dataset.y, labels))
+
+
+if __name__ == '__main__':
+  launch.run(main)
