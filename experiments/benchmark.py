@@ -6,14 +6,12 @@
 Re-running the same command in the same workdir resumes. See configs/benchmark.py for every option.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from experiments import launch
 from udl_jax import benchmark
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/benchmark.py', 'Benchmark config file.',
-                                          lock_config=True)
+_CONFIG = launch.define_config('configs/benchmark.py', 'Benchmark config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/benchmark_<dataset>).')
 
 

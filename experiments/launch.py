@@ -6,6 +6,7 @@ from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from udl_jax import log
 from udl_jax.errors import UserError
@@ -26,6 +27,38 @@ def prepare_workdir(path: str) -> Path:
   return workdir
 
 
+def _fail(message) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_error(e: BaseException) -> str:
+  while isinstance(e, (AttributeError, KeyError)) and e.args and isinstance(e.args[0], BaseException):
+    e = e.args[0]  # ml_collections wraps: AttributeError(KeyError("'seedz'\nDid you mean ..."))
+  text = e.args[0] if isinstance(e, (AttributeError, KeyError)) and e.args else str(e)
+  return f"unknown config key {str(text).replace(chr(10), '; ')}"
+
+
+def define_config(default: str, help_text: str):
+  """`--config` as a locked config file; ml_collections reads the --config.KEY overrides from argv right here."""
+  try:
+    return config_flags.DEFINE_config_file('config', default, help_text, lock_config=True)
+  except UserError as e:
+    _fail(e)
+  except (AttributeError, KeyError) as e:
+    _fail(_config_error(e))
+
+
+def _parse_flags(argv):
+  """absl's flag parsing; a bad --config (get_config's UserError, an unknown --config.KEY) in one line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except UserError as e:
+    _fail(e)
+  except (AttributeError, KeyError) as e:  # ml_collections, for --config.KEY where the config has no KEY
+    _fail(_config_error(e))
+
+
 def run(main) -> None:
   """absl's app.run, with UserError (bad names, missing data, config typos) reported in one line."""
   def guarded(argv):
@@ -34,6 +67,5 @@ def run(main) -> None:
     try:
       main(argv)
     except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-  app.run(guarded)
+      _fail(e)
+  app.run(guarded, flags_parser=_parse_flags)

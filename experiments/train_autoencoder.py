@@ -6,13 +6,11 @@ Re-running the same command in the same workdir resumes. See configs/autoencoder
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from experiments import launch
 from udl_jax import autoencoder
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/autoencoder.py', 'Autoencoder config file.',
-                                          lock_config=True)
+_CONFIG = launch.define_config('configs/autoencoder.py', 'Autoencoder config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/<model>_<dataset>).')
 
 

@@ -41,7 +41,7 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 def init_state(model, x_example: np.ndarray, tx, rng: jax.Array) -> train_state.TrainState:
   init_key, sample_key = jax.random.split(rng)
-  params = model.init(init_key, jnp.asarray(x_example[:1]), sample_key)
+  params = jax.jit(model.init)(init_key, jnp.asarray(x_example[:1]), sample_key)  # one program, not op by op
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 

@@ -1,0 +1,193 @@
+"""The benchmark entry point end to end on digits (tiny settings), its resume rules, and the absl launcher."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from udl_jax import benchmark, results, train
+from udl_jax.errors import UserError
+
+from configs import benchmark as benchmark_config  # noqa: E402
+
+METHODS = ['kmeans', 'ae_kmeans', 'dec', 'idec']
+N_DIGITS = 1797
+
+
+def _small_config(**overrides):
+  c = benchmark_config.get_config()
+  c.seeds = 2
+  c.pretrain.epochs = 3
+  c.model.dims = (32, 16, 6)
+  c.cluster.maxiter = 30  # one chunk of update_interval 30
+  c.cluster.kmeans_n_init = 2
+  for key, value in overrides.items():
+    block = c
+    *path, last = key.split('.')
+    for p in path:
+      block = block[p]
+    block[last] = value
+  return c
+
+
+def _trials(workdir):
+  with open(workdir / 'trials.csv', newline='') as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('bench')
+  config = _small_config()
+  payload = benchmark.run(config, workdir)
+  return config, workdir, payload
+
+
+def test_outputs(bench):
+  config, workdir, payload = bench
+  rows = _trials(workdir)
+  assert len(rows) == 2 * 4
+  assert sorted((int(r['seed']), r['method']) for r in rows) == sorted((s, m) for s in (0, 1) for m in METHODS)
+  for r in rows:
+    for k in ('acc', 'nmi', 'ari'):
+      assert 0.0 <= float(r[k]) <= 1.0 or k == 'ari'
+    assert r['protocol'] == 'transductive'
+  # raw-pixel k-means on digits is a known quantity (ACC ~0.7-0.8); the deep rows use a 3-epoch autoencoder
+  assert all(float(r['acc']) > 0.6 for r in rows if r['method'] == 'kmeans')
+
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['dataset'] == 'digits' and summary['n_samples'] == N_DIGITS and summary['seeds'] == [0, 1]
+  assert list(summary['methods']) == METHODS
+  for method, stats in summary['methods'].items():
+    mine = [float(r['nmi']) for r in rows if r['method'] == method]
+    assert stats['nmi']['n'] == 2 and stats['acc']['n'] == 2 and stats['ari']['n'] == 2
+    np.testing.assert_allclose(stats['nmi']['mean'], np.mean(mine), rtol=1e-6)
+    np.testing.assert_allclose(stats['nmi']['std'], np.std(mine, ddof=1), rtol=1e-6, atol=1e-12)
+  for method in ('dec', 'idec'):
+    assert summary['methods'][method]['iterations']['mean'] > 0
+  assert payload['methods'] == summary['methods']
+
+  table = (workdir / 'table.md').read_text()
+  for label in ('KMeans (raw pixels)', 'AE + KMeans', 'DEC', 'IDEC'):
+    assert f'| {label} |' in table
+  assert table.count('**') >= 6  # the best mean of each of ACC, NMI, ARI in bold
+  assert 'digits (1797 images)' in table and '2 seeds' in table
+  assert json.loads((workdir / 'config.json').read_text())['cluster']['maxiter'] == 30
+  assert (workdir / 'clusters.png').stat().st_size > 0
+  for seed in (0, 1):
+    for method in METHODS:
+      saved = np.load(workdir / f'seed_{seed}' / f'{method}_labels.npz')
+      np.testing.assert_array_equal(saved['index'], np.arange(N_DIGITS))
+      assert saved['labels'].shape == (N_DIGITS,)
+    assert np.load(workdir / f'seed_{seed}' / 'dec_labels.npz')['confidence'].shape == (N_DIGITS,)
+
+
+@pytest.fixture
+def copy_of_bench(bench, tmp_path):
+  config, workdir, _ = bench
+  copy = tmp_path / 'bench'
+  shutil.copytree(workdir, copy)
+  return config, copy
+
+
+def test_rerun_skips_finished_trials(copy_of_bench, monkeypatch):
+  config, workdir = copy_of_bench
+  before = results.read_trials(workdir / 'trials.csv')
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError('a finished trial was run again')
+
+  monkeypatch.setattr(benchmark, 'run_trial', must_not_run)
+  benchmark.run(config, workdir)
+  assert results.read_trials(workdir / 'trials.csv') == before  # (re-read: '30' comes back as 30.0)
+  # Seeds and methods may change when resuming: a subset of what is done runs nothing either.
+  subset = _small_config(methods='kmeans,dec', seeds=1)
+  payload = benchmark.run(subset, workdir)
+  assert list(payload['methods']) == ['kmeans', 'dec']
+
+
+@pytest.mark.parametrize('change', [{'pretrain.epochs': 4}, {'cluster.maxiter': 31}, {'model.dims': (32, 16, 5)},
+                                    {'protocol': 'holdout'}])
+def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkeypatch):
+  _, workdir = copy_of_bench
+  monkeypatch.setattr(benchmark, 'run_trial', lambda *a, **k: pytest.fail('must refuse before any trial'))
+  config = _small_config(**change)
+  with pytest.raises(UserError) as e:
+    benchmark.run(config, workdir)
+  key = next(iter(change)).split('.')[0]
+  assert key in str(e.value) and 'workdir' in str(e.value)
+
+
+def test_holdout_scores_only_held_out_images(tmp_path):
+  config = _small_config(seeds=1, protocol='holdout', methods='kmeans,ae_kmeans,dec')
+  payload = benchmark.run(config, tmp_path)
+  rows = _trials(tmp_path)
+  assert [r['method'] for r in rows] == ['kmeans', 'ae_kmeans', 'dec']
+  assert all(r['protocol'] == 'holdout' for r in rows)
+  fit_idx, eval_idx = train.split_train_val(N_DIGITS, 0.3, 0)
+  assert len(eval_idx) == round(0.3 * N_DIGITS) == 539
+  for method in ('kmeans', 'ae_kmeans', 'dec'):
+    saved = np.load(tmp_path / 'seed_0' / f'{method}_labels.npz')
+    np.testing.assert_array_equal(saved['index'], eval_idx)
+    assert saved['labels'].shape == (539,)
+  assert np.load(tmp_path / 'seed_0' / 'dec_labels.npz')['confidence'].shape == (539,)
+  # The autoencoder's k-means (the start of DEC) saw only the fit split.
+  assert np.load(tmp_path / 'seed_0' / 'ae_kmeans.npz')['labels'].shape == (len(fit_idx),)
+  assert payload['protocol'] == 'holdout' and payload['methods']['dec']['nmi']['n'] == 1
+
+
+# ------------------------------------------------------------------------------------------- the launcher
+
+def _launcher(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  return subprocess.Popen([sys.executable, '-m', 'experiments.benchmark', *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope='module')
+def launcher_errors(tmp_path_factory):
+  """Both bad command lines, run side by side: {name: (returncode, stderr)}."""
+  workdir = tmp_path_factory.mktemp('launcher')
+  procs = {
+      'typo': _launcher('--config=configs/benchmark.py', '--config.seedz=1', f'--workdir={workdir / "a"}'),
+      'dataset': _launcher('--config=configs/benchmark.py:dataset=nope', f'--workdir={workdir / "b"}'),
+  }
+  out = {}
+  for name, p in procs.items():
+    _, err = p.communicate(timeout=120)
+    out[name] = (p.returncode, err)
+  assert not (workdir / 'a').exists() and not (workdir / 'b').exists()  # nothing started
+  return out
+
+
+
+def test_launcher_config_key_typo(launcher_errors):
+  code, err = launcher_errors['typo']
+  assert code != 0
+  assert 'seedz' in err
+  assert 'Traceback' not in err, err
+
+
+def test_launcher_unknown_dataset(launcher_errors):
+  code, err = launcher_errors['dataset']
+  assert code != 0
+  lines = [l for l in err.splitlines() if 'nope' in l]
+  assert len(lines) == 1, err
+  assert all(name in lines[0] for name in ('digits', 'mnist', 'fashion_mnist', 'usps'))
+  assert 'Traceback' not in err, err
+
+
+def test_launcher_errors_exit_nonzero_and_name_the_problem(launcher_errors):
+  """What holds already, traceback or not: a failing exit status and the offending key/name in the message."""
+  code, err = launcher_errors['typo']
+  assert code != 0 and 'seedz' in err and 'seeds' in err  # ml_collections suggests the right key
+  code, err = launcher_errors['dataset']
+  assert code != 0 and "unknown dataset 'nope'" in err and 'digits' in err

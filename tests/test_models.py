@@ -1,0 +1,191 @@
+"""The autoencoders' shapes and dtypes on every input size, the noise model, and errors for bad names."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from udl_jax import config, losses, models
+from udl_jax.errors import UserError
+
+SIZES = [(8, 8, 1), (16, 16, 1), (28, 28, 1)]
+
+
+def _tiny_cfg(name):
+  cfg = config.model_block(name)
+  cfg.dims = (32, 16, 4)
+  cfg.features = (8, 4, 4)
+  cfg.hidden, cfg.latent = 32, 4
+  return cfg
+
+
+def _fill(shapes, seed=0):
+  """Concrete parameters for `jax.eval_shape(model.init, ...)`'s shapes, without compiling the initialisers
+  (XLA compiles random initialisers slowly on a busy CPU; the forward pass is what these tests are about)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(scale=0.2, size=s.shape), s.dtype), shapes)
+
+
+def _build(name, shape, dtype=jnp.float32, batch=3):
+  """(model, abstract params, input): abstract params come from `eval_shape` of the real `init`."""
+  model = models.make_model(name, shape, _tiny_cfg(name), dtype=dtype)
+  x = models.model_input(name, jax.random.uniform(jax.random.key(0), (batch, *shape)))
+  params = jax.eval_shape(model.init, jax.random.key(1), x, jax.random.key(2))
+  return model, params, x
+
+
+def _leaves_dtypes(tree):
+  return {str(leaf.dtype) for leaf in jax.tree.leaves(tree)}
+
+
+@pytest.mark.parametrize('shape', SIZES, ids=lambda s: f'{s[0]}x{s[1]}')
+@pytest.mark.parametrize('name', models.MODEL_NAMES)
+def test_shapes(name, shape):
+  """Shapes of every output, traced through the real modules (eval_shape runs all the shape logic)."""
+  model, params, x = _build(name, shape)
+  d = shape[0] * shape[1] * shape[2]
+  out = jax.eval_shape(model.apply, params, x, jax.random.key(3))
+  z = jax.eval_shape(lambda p, x: model.apply(p, x, method=model.encode), params, x)
+  if name in ('ae', 'sparse_ae'):
+    assert x.shape == (3, d)
+    assert out['recon'].shape == (3, d) and out['z'].shape == (3, 4) and z.shape == (3, 4)
+    # every hidden activation except the output: encoder 32, 16, 4 and decoder 16, 32
+    assert [h.shape[1] for h in out['hidden']] == [32, 16, 4, 16, 32]
+    recon = jax.eval_shape(lambda p, z: model.apply(p, z, method=model.decode), params, z)
+    assert recon.shape == (3, d)
+  elif name == 'dae':
+    assert x.shape == (3, *shape)
+    assert out['recon'].shape == x.shape  # padded to a multiple of 8 inside, cropped back
+    padded = [-(-s // 8) * 8 for s in shape[:2]]
+    assert z.shape == (3, padded[0] // 8 * padded[1] // 8 * 4) and out['z'].shape == z.shape
+  else:  # vae
+    assert x.shape == (3, d)
+    assert out['logits'].shape == (3, d)
+    assert out['mean'].shape == out['logvar'].shape == out['z'].shape == (3, 4)
+    assert z.shape == (3, 4)
+    decoded = jax.eval_shape(lambda p, z: model.apply(p, z, method=model.decode), params, z)
+    assert decoded.shape == (3, d)
+  assert _leaves_dtypes(params) == {'float32'} and _leaves_dtypes(out) == {'float32'}
+
+
+@pytest.mark.parametrize('name', ['ae', 'dae', 'vae'])
+def test_forward_values(name):
+  """Numbers, on 28x28 (the conv model pads to 32 and crops back): encode/decode agree with __call__."""
+  model, shapes, x = _build(name, (28, 28, 1))
+  params = _fill(shapes)
+  out = jax.jit(model.apply)(params, x, jax.random.key(3))
+  encode = jax.jit(lambda p, x: model.apply(p, x, method=model.encode))
+  decode = jax.jit(lambda p, z: model.apply(p, z, method=model.decode))
+  z = encode(params, x)
+  for leaf in jax.tree.leaves(out):
+    assert bool(jnp.isfinite(leaf).all())
+  if name == 'ae':
+    np.testing.assert_allclose(np.asarray(out['z']), np.asarray(z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(decode(params, z)), np.asarray(out['recon']), rtol=1e-4, atol=1e-5)
+  elif name == 'dae':
+    r = np.asarray(out['recon'])
+    assert r.shape == x.shape and r.min() >= 0.0 and r.max() <= 1.0  # a sigmoid image
+    np.testing.assert_allclose(np.asarray(out['z']), np.asarray(z), rtol=1e-5, atol=1e-6)
+  else:
+    np.testing.assert_allclose(np.asarray(z), np.asarray(out['mean']), rtol=1e-6)  # encode = the mean
+    decoded = np.asarray(decode(params, z))
+    assert decoded.min() >= 0.0 and decoded.max() <= 1.0
+
+
+def test_default_architectures_build():
+  """The paper-size defaults (no config block): DEC's d-500-500-2000-10, conv 64/32/16, VAE 500/10."""
+  x = jnp.zeros((2, 28 * 28))
+  ae = models.make_model('ae', (28, 28, 1))
+  params = jax.eval_shape(ae.init, jax.random.key(0), x)
+  assert [params['params'][f'encoder_{i}']['kernel'].shape[1] for i in range(4)] == [500, 500, 2000, 10]
+  assert params['params']['decoder_3']['kernel'].shape == (500, 784)
+  dae = models.make_model('dae', (28, 28, 1))
+  img = jnp.zeros((2, 28, 28, 1))
+  out = jax.eval_shape(lambda k, x: dae.apply(dae.init(k, x), x), jax.random.key(0), img)
+  assert out['recon'].shape == img.shape and out['z'].shape == (2, 4 * 4 * 16)
+  vae = models.make_model('vae', (28, 28, 1))
+  vp = jax.eval_shape(vae.init, jax.random.key(0), x, jax.random.key(1))
+  assert vp['params']['mean']['kernel'].shape == (500, 10)
+
+
+def test_vae_sampling_is_deterministic_per_key():
+  model, shapes, x = _build('vae', (8, 8, 1))
+  params = _fill(shapes)
+  apply = jax.jit(model.apply)
+  a = apply(params, x, jax.random.key(5))
+  b = apply(params, x, jax.random.key(5))
+  c = apply(params, x, jax.random.key(6))
+  np.testing.assert_array_equal(np.asarray(a['z']), np.asarray(b['z']))
+  np.testing.assert_array_equal(np.asarray(a['logits']), np.asarray(b['logits']))
+  assert float(jnp.max(jnp.abs(a['z'] - c['z']))) > 1e-3
+  np.testing.assert_array_equal(np.asarray(a['mean']), np.asarray(c['mean']))  # only the sample differs
+
+
+@pytest.mark.parametrize('name', models.MODEL_NAMES)
+def test_bfloat16_keeps_float32_params_and_outputs(name):
+  model, shapes, x = _build(name, (16, 16, 1), dtype=jnp.bfloat16)
+  assert _leaves_dtypes(shapes) == {'float32'}  # what the real init creates
+  params = _fill(shapes)
+  out = jax.jit(model.apply)(params, x, jax.random.key(3))
+  assert _leaves_dtypes(out) == {'float32'}
+  assert jax.eval_shape(lambda p, x: model.apply(p, x, method=model.encode), params, x).dtype == jnp.float32
+  # It really computes in bfloat16: close to, but not bit-identical with, the float32 model.
+  model32 = models.make_model(name, (16, 16, 1), _tiny_cfg(name))
+  out32 = jax.jit(model32.apply)(params, x, jax.random.key(3))
+  key = 'logits' if name == 'vae' else 'recon'
+  diff = float(jnp.max(jnp.abs(out[key] - out32[key])))
+  scale = float(jnp.max(jnp.abs(out32[key]))) + 1e-6
+  assert 0 < diff < 0.1 * scale
+
+
+def test_salt_and_pepper_amount_and_values():
+  x = jnp.full((200, 1000), 0.5)
+  noisy = np.asarray(losses.salt_and_pepper(jax.random.key(0), x, 0.2))
+  changed = noisy != 0.5
+  assert abs(changed.mean() - 0.2) < 0.005
+  assert set(np.unique(noisy[changed]).tolist()) <= {0.0, 1.0}
+  assert abs((noisy[changed] == 1.0).mean() - 0.5) < 0.02  # half salt, half pepper
+  per_image = changed.mean(1)
+  assert per_image.std() > 0  # independent per image, not one mask for all
+  assert abs(np.asarray(losses.salt_and_pepper(jax.random.key(0), x, 0.05) != 0.5).mean() - 0.05) < 0.005
+  np.testing.assert_array_equal(np.asarray(losses.salt_and_pepper(jax.random.key(0), x, 0.0)), np.asarray(x))
+  assert noisy.dtype == np.float32 and noisy.shape == x.shape
+
+
+def test_salt_and_pepper_deterministic_per_key():
+  x = jax.random.uniform(jax.random.key(9), (16, 8, 8, 1))
+  a = losses.salt_and_pepper(jax.random.key(1), x)
+  b = losses.salt_and_pepper(jax.random.key(1), x)
+  c = losses.salt_and_pepper(jax.random.key(2), x)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert np.mean(np.asarray(a) != np.asarray(c)) > 0.1
+
+
+def test_psnr():
+  x = jax.random.uniform(jax.random.key(0), (4, 64))
+  assert float(losses.psnr(x, x)) > 100.0
+  np.testing.assert_allclose(float(losses.psnr(x + 0.1, x)), 20.0, rtol=1e-4)  # MSE 0.01 -> 20 dB
+  assert float(losses.psnr(x + 0.1, x)) > float(losses.psnr(x + 0.2, x))
+
+
+def test_unknown_names_are_user_errors():
+  with pytest.raises(UserError) as e:
+    models.make_model('resnet', (8, 8, 1))
+  assert 'resnet' in str(e.value) and 'vae' in str(e.value)
+  cfg = _tiny_cfg('ae')
+  cfg.activation = 'gelu_typo'
+  model = models.make_model('ae', (8, 8, 1), cfg)
+  with pytest.raises(UserError) as e:
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64)))
+  assert 'gelu_typo' in str(e.value) and 'relu' in str(e.value)
+  cfg = _tiny_cfg('ae')
+  cfg.kernel_init = 'glorot_typo'
+  model = models.make_model('ae', (8, 8, 1), cfg)
+  with pytest.raises(UserError) as e:
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64)))
+  assert 'glorot_typo' in str(e.value)
+  bad = config.model_block('nope')
+  with pytest.raises(UserError):
+    models.make_model(bad.name, (8, 8, 1), bad)
