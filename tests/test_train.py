@@ -221,3 +221,19 @@ def test_split_train_val():
   tr2, va2 = train.split_train_val(1000, 0.1, seed=3)
   np.testing.assert_array_equal(va, va2)
   assert not np.array_equal(va, train.split_train_val(1000, 0.1, seed=4)[1])
+
+
+def test_looped_epoch_matches_scanned_epoch(digits):
+  """The Python-loop epoch (used for convolutions on the CPU) takes exactly the scan's steps."""
+  model = models.make_model('ae', digits.image_shape, _model_cfg('ae'))
+  x = digits.flat[:N_TRAIN]
+  loss_fn = losses.make_loss_fn('ae', model, _model_cfg('ae'))
+  tx = train.make_optimizer(_train_cfg())
+  mesh = train.parallel.make_mesh()
+  out = []
+  for scan in (True, False):
+    state = train.init_state(model, x, tx, jax.random.key(0))
+    state, metrics = train.make_train_epoch(loss_fn, 64, mesh, scan=scan)(state, x, jax.random.key(1))
+    out.append((jax.device_get(state.params), float(metrics['loss'])))
+  _assert_trees_equal(out[0][0], out[1][0], atol=1e-6)
+  np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6)

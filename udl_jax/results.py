@@ -25,6 +25,9 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  umask = os.umask(0)
+  os.umask(umask)
+  os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; results are meant to be shared
   with os.fdopen(fd, 'wb') as f:
     f.write(content.encode() if isinstance(content, str) else content)
     f.flush()
