@@ -9,26 +9,31 @@ Writes OUT/assignments.csv (filename_or_index, cluster, confidence) and OUT/clus
 from absl import flags
 
 from experiments import launch
-from udl_jax import assign, log, metrics
+from udl_jax import assign, log, metrics, results
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a finished benchmark run.', required=True)
 _DATA = flags.DEFINE_string('data', None, 'A dataset name (e.g. mnist_test) or a folder of images.',
                             required=True)
 _METHOD = flags.DEFINE_enum('method', 'dec', list(assign.ASSIGNABLE), 'Which trained model assigns.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Which seed of the run.')
+_LABELS = flags.DEFINE_string('labels_csv', None, 'Optional filename,label CSV for an image folder: scores '
+                              'the assignment (ACC/NMI/ARI into OUT/metrics.json).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default: WORKDIR/assign_<method>_seed<seed>).')
 
 
 def main(argv):
   launch.check_no_positional(argv)
-  dataset, labels, confidence = assign.assign(_WORKDIR.value, _DATA.value, _METHOD.value, _SEED.value)
+  dataset, labels, confidence = assign.assign(_WORKDIR.value, _DATA.value, _METHOD.value, _SEED.value,
+                                                 _LABELS.value)
   out = _OUT.value or f'{_WORKDIR.value}/assign_{_METHOD.value}_seed{_SEED.value}'
   assign.write_assignments(dataset, labels, confidence, out,
                            f'{_DATA.value}: {len(dataset)} images by {_METHOD.value} (seed {_SEED.value})')
   log.info('wrote %s/assignments.csv and clusters.png (%d images, %d clusters used)', out, len(dataset),
            len(set(labels.tolist())))
   if dataset.y is not None:
-    log.info('against the labels: %s', metrics.evaluate(dataset.y, labels))
+    scores = metrics.evaluate(dataset.y, labels)
+    results.write_json(f'{out}/metrics.json', scores)
+    log.info('against the labels: %s', scores)
 
 
 if __name__ == '__main__':

@@ -42,20 +42,20 @@ def load_run(run_dir: Path, method: str, seed: int) -> tuple[ml_collections.Conf
   return config, params, centres
 
 
-def load_new_data(spec: str, image_size: int) -> data.Dataset:
-  """A dataset name, or a folder of images (resized to the size the model was trained on)."""
+def load_new_data(spec: str, image_size: int, labels_csv: str | None = None) -> data.Dataset:
+  """A dataset name, or a folder of images (resized to the size the model was trained on, labels optional)."""
   if Path(spec).is_dir():
-    return data.load_folder(spec, image_size)
+    return data.load_folder(spec, image_size, labels_csv)
   return data.load(spec)
 
 
-def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0) -> tuple[data.Dataset, np.ndarray,
-                                                                                    np.ndarray]:
+def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0,
+           labels_csv: str | None = None) -> tuple[data.Dataset, np.ndarray, np.ndarray]:
   """(new dataset, cluster labels, confidences)."""
   run_dir = Path(run_dir)
   config, params, centres = load_run(run_dir, method, seed)
   trained_shape = tuple(json.loads((run_dir / 'image_shape.json').read_text()))
-  dataset = load_new_data(spec, trained_shape[0])
+  dataset = load_new_data(spec, trained_shape[0], labels_csv)
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
   model = benchmark.build_model(config, trained_shape)
