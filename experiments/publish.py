@@ -22,19 +22,20 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Finished run folder.', required
 _NAME = flags.DEFINE_string('name', None, 'Destination: results/NAME.', required=True)
 _COMMAND = flags.DEFINE_string('command', None, 'The exact command that produced the run.', required=True)
 
-FILES = ('table.md', 'trials.csv', 'summary.json', 'metrics.jsonl', 'assignments.csv', 'log.txt')
+FILES = ('table.md', 'trials.csv', 'summary.json', 'metrics.jsonl', 'assignments.csv', 'metrics.json', 'log.txt')
 
 
 def main(argv):
   launch.check_no_positional(argv)
   src, dest = Path(_WORKDIR.value), Path('results') / _NAME.value
-  if not (src / 'summary.json').exists():
-    raise UserError(f'{src} has no summary.json: the run is not finished')
+  if not (src / 'summary.json').exists() and not (src / 'assignments.csv').exists():
+    raise UserError(f'{src} has neither summary.json nor assignments.csv: the run is not finished')
   dest.mkdir(parents=True, exist_ok=True)
   for path in [src / f for f in FILES] + sorted(src.glob('*.png')):
     if path.exists():
       shutil.copy2(path, dest / path.name)
-  summary = json.loads((src / 'summary.json').read_text())
+  summary = json.loads((src / 'summary.json').read_text()) if (src / 'summary.json').exists() else {
+      'environment': results.environment()}
   env = summary.get('environment', {})
   lines = [f'# {_NAME.value}', '', 'Produced by:', '', '```bash', _COMMAND.value, '```', '']
   if 'methods' in summary:
