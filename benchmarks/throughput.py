@@ -203,7 +203,8 @@ def autoencoder_seconds(workload: str, model_cfg, batch: int, dtype: str, num_ba
   x = parallel.replicate(random_inputs(workload, num_batches * batch), mesh)
   state = parallel.replicate(train.init_state(model, x[:1], train.make_optimizer(opt_cfg), jax.random.key(1)),
                              mesh)
-  epoch = train.make_train_epoch(losses.make_loss_fn(workload, model, model_cfg), batch, mesh)
+  epoch = train.make_train_epoch(losses.make_loss_fn(workload, model, model_cfg), batch, mesh,
+                                 scan=train.epoch_as_scan(workload))  # the path train.fit takes
   key = jax.random.key(2)
   return timed(threaded(lambda s: epoch(s, x, key), state), repeats)
 

@@ -53,6 +53,11 @@ def _epoch_plan(x, key, batch_size: int):
   return order.reshape(num_batches, batch_size), jax.random.split(step_key, num_batches)
 
 
+def epoch_as_scan(model_name: str) -> bool:
+  """False only for convolutions on the CPU backend (see `make_train_epoch`)."""
+  return not (model_name in models.CONV_MODELS and jax.default_backend() == 'cpu')
+
+
 def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool = True) -> Callable:
   """jit(epoch(state, x, key) -> (state, mean metrics)); the state buffer is donated.
 
@@ -120,8 +125,7 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
   state = parallel.replicate(init_state(model, x_train, make_optimizer(cfg), jax.random.fold_in(key, 0)), mesh)
   x_train_dev = parallel.replicate(jnp.asarray(x_train), mesh)
   x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(jnp.asarray(x_val), mesh)
-  conv_on_cpu = model_name in models.CONV_MODELS and jax.default_backend() == 'cpu'
-  train_epoch = make_train_epoch(loss_fn, cfg.batch_size, mesh, scan=not conv_on_cpu)
+  train_epoch = make_train_epoch(loss_fn, cfg.batch_size, mesh, scan=epoch_as_scan(model_name))
   evaluate = make_evaluate(loss_fn, min(len(x_val), 1024)) if x_val_dev is not None else None
   val_key = jax.random.fold_in(key, 2)
 
