@@ -140,7 +140,7 @@ def _tfds_arrays(tfds_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def _candidate_folders(name: str, folder_name: str, data_dir: str | None) -> list[Path]:
+def _candidate_folders(folder_name: str, data_dir: str | None) -> list[Path]:
   """Where a dataset's files may be, in search order."""
   if data_dir:
     root = Path(data_dir).expanduser()
@@ -154,7 +154,7 @@ def _candidate_folders(name: str, folder_name: str, data_dir: str | None) -> lis
 
 
 def _load_idx_family(family: str, name: str, splits: tuple[str, ...], data_dir: str | None) -> Dataset:
-  places = _candidate_folders(name, family, data_dir)
+  places = _candidate_folders(family, data_dir)
   for folder in places:
     if _idx_folder_ok(folder, splits):
       parts = [_load_idx_split(folder, family, s) for s in splits]
@@ -210,7 +210,7 @@ def _read_usps_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_usps(name: str, data_dir: str | None) -> Dataset:
-  places = _candidate_folders(name, 'usps', data_dir)
+  places = _candidate_folders('usps', data_dir)
   for folder in places:
     train, test = folder / 'zip.train.gz', folder / 'zip.test.gz'
     if train.is_file() and test.is_file():
