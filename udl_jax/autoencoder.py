@@ -27,7 +27,7 @@ def evaluate(model_name: str, model, params, x_val: np.ndarray, model_cfg, seed:
   if model_name in ('ae', 'sparse_ae'):
     o = model.apply(params, x)
     out['val_mse'] = float(losses.mse(o['recon'], x))
-    out['mean_abs_activation'] = float(jnp.mean(jnp.stack([jnp.mean(jnp.abs(h)) for h in o['hidden']])))
+    out['mean_abs_activation'] = float(losses.mean_abs_activation(o['hidden']))
     out['mean_abs_code'] = float(jnp.mean(jnp.abs(o['z'])))
   elif model_name == 'dae':
     noisy = losses.salt_and_pepper(key, x, model_cfg.noise_amount)

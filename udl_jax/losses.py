@@ -34,6 +34,11 @@ def psnr(recon: jax.Array, clean: jax.Array) -> jax.Array:
   return -10.0 * jnp.log10(jnp.mean((recon - clean) ** 2) + 1e-12)
 
 
+def mean_abs_activation(hidden: list[jax.Array]) -> jax.Array:
+  """Mean |activation| per layer, averaged over layers: the sparse penalty, and how sparse a model is."""
+  return jnp.mean(jnp.stack([jnp.mean(jnp.abs(h)) for h in hidden]))
+
+
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   """KL(N(mean, exp(logvar)) || N(0, I)) summed over latent dimensions, per sample."""
   return 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1.0 - logvar, axis=-1)
@@ -56,7 +61,7 @@ def make_loss_fn(model_name: str, model, config) -> LossFn:
     def loss_fn(params, x, rng):
       out = model.apply(params, x)
       hidden = out['hidden'] if layers == 'all' else [out['z']]
-      l1 = jnp.mean(jnp.stack([jnp.mean(jnp.abs(h)) for h in hidden]))
+      l1 = mean_abs_activation(hidden)
       rec = mse(out['recon'], x)
       return rec + weight * l1, {'mse': rec, 'mean_abs_activation': l1}
   elif model_name == 'dae':

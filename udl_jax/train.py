@@ -7,6 +7,7 @@ resumed from a checkpoint follows exactly the path of an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -182,7 +183,13 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
   return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_encode(model):
+  """One jitted encoder per model, so repeated `embed` calls reuse its compilations."""
+  return jax.jit(lambda p, b: model.apply(p, b, method=model.encode))
+
+
 def embed(model, params, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
   """The encoder's output for all of x, in chunks (the embedding k-means and DEC start from)."""
-  encode = jax.jit(lambda p, b: model.apply(p, b, method=model.encode))
+  encode = _jitted_encode(model)
   return np.concatenate([np.asarray(encode(params, x[i:i + chunk])) for i in range(0, len(x), chunk)])
