@@ -114,8 +114,8 @@ def test_rerun_skips_finished_trials(copy_of_bench, monkeypatch):
   assert list(payload['methods']) == ['kmeans', 'dec']
 
 
-@pytest.mark.parametrize('change', [{'pretrain.epochs': 4}, {'cluster.maxiter': 31}, {'model.dims': (32, 16, 5)},
-                                    {'protocol': 'holdout'}])
+@pytest.mark.parametrize('change', [{'pretrain.epochs': 4}, {'cluster.kmeans_n_init': 3},
+                                    {'model.dims': (32, 16, 5)}, {'protocol': 'holdout'}])
 def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkeypatch):
   _, workdir = copy_of_bench
   monkeypatch.setattr(benchmark, 'run_trial', lambda *a, **k: pytest.fail('must refuse before any trial'))
@@ -124,6 +124,32 @@ def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkey
     benchmark.run(config, workdir)
   key = next(iter(change)).split('.')[0]
   assert key in str(e.value) and 'workdir' in str(e.value)
+
+
+def test_changed_clustering_settings_redo_only_that_method(copy_of_bench, monkeypatch):
+  """IDEC's own learning rate changes: only its trials run again, from the saved autoencoders and k-means."""
+  _, workdir = copy_of_bench
+  before = {(r['seed'], r['method']): r for r in results.read_trials(workdir / 'trials.csv')}
+  old_checkpoints = workdir / 'seed_0' / 'idec' / 'checkpoints'
+  assert old_checkpoints.exists()
+  ae_steps = sorted(p.name for p in (workdir / 'seed_0' / 'ae' / 'checkpoints').iterdir())
+  config = _small_config(**{'cluster.method_overrides.idec.learning_rate': 0.01})
+  benchmark.run(config, workdir)
+  after = {(r['seed'], r['method']): r for r in results.read_trials(workdir / 'trials.csv')}
+  assert set(after) == set(before)
+  for key, row in after.items():
+    if key[1] == 'idec':
+      assert row != before[key]
+      assert row['pretrain_seconds'] == before[key]['pretrain_seconds']  # the same, saved autoencoder
+    else:
+      assert row == before[key]
+  assert sorted(p.name for p in (workdir / 'seed_0' / 'ae' / 'checkpoints').iterdir()) == ae_steps
+  # A legacy config (written before the cluster block had an optimizer) counts as SGD without overrides.
+  saved = json.loads((workdir / 'config.json').read_text())
+  for key in ('optimizer', 'method_overrides'):
+    del saved['cluster'][key]
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  assert benchmark._stale_methods(_small_config(methods='dec'), workdir / 'config.json') == ['idec']
 
 
 def test_holdout_scores_only_held_out_images(tmp_path):

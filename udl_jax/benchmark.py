@@ -1,7 +1,7 @@
 """The benchmark: raw KMeans, AE+KMeans and the clustering methods (DEC, IDEC, ...) over seeds, as a table.
 
 Workdir layout (re-running the same command resumes: finished trials are skipped, the unfinished one continues
-from its last checkpoint):
+from its last checkpoint; a method whose clustering settings changed is redone from the saved autoencoders):
   config.json  trials.csv  summary.json  table.md  clusters.png  log.txt
   seed_S/ae/          autoencoder checkpoints, metrics.jsonl, params (final)
   seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
     kwargs = config.cluster.method_kwargs.get(method, {}) if 'method_kwargs' in config.cluster else {}
     method_obj = methods.get(method, **dict(kwargs))
     y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
-    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj, config.cluster,
-                     run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
+    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj,
+                     udl_config.method_cluster_block(config.cluster, method), run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
     results.write_jsonl(run.dir / method / 'metrics.jsonl', result.history)
     checkpoint.save_tree(run.dir / method / 'params', result.params)
     row['iterations'] = result.iterations
@@ -172,16 +173,40 @@ def import_plugins(modules: str) -> None:
                       'current directory or the installed packages') from e
 
 
-def _check_same_config(config, path: Path) -> None:
-  """Resuming in a workdir made with other settings would mix incomparable trials: refuse."""
+def _stale_methods(config, path: Path) -> list[str]:
+  """Clustering methods whose settings changed since the run in this workdir: their trials are redone.
+
+  Only the clustering phase may change between two runs in one workdir (and seeds and methods): the saved
+  autoencoders and k-means starts are reused. Any other change would mix incomparable trials: refused.
+  """
   if not path.exists():
-    return
+    return []
   before, now = json.loads(path.read_text()), json.loads(json.dumps(config.to_dict(), default=str))
-  changed = sorted(k for k in set(before) & set(now) if k not in ('seeds', 'first_seed', 'methods')
+  changed = sorted(k for k in set(before) & set(now) if k not in ('seeds', 'first_seed', 'methods', 'cluster')
                    and before[k] != now[k])
+  if before.get('cluster', {}).get('kmeans_n_init') != now['cluster']['kmeans_n_init']:
+    changed.append('cluster.kmeans_n_init')
   if changed:
     raise UserError(f'{path.parent} holds a run with different settings ({", ".join(changed)}); use a new '
-                    '--workdir, or the same config (only seeds and methods may change when resuming)')
+                    '--workdir, or the same config (only seeds, methods and the clustering settings of the '
+                    'methods may change when resuming)')
+  old_cluster = {**udl_config.LEGACY_CLUSTER_DEFAULTS, **before.get('cluster', {})}
+  return [m for m in methods.names() if udl_config.method_settings(old_cluster, m)
+          != udl_config.method_settings(now['cluster'], m)]
+
+
+def _forget_trials(workdir: Path, rows: list[dict], stale: list[str]) -> list[dict]:
+  """Drops the trials of `stale` methods: rows first (atomically), then their checkpoints and labels."""
+  kept = [r for r in rows if r['method'] not in stale]
+  if len(kept) < len(rows):
+    log.info('clustering settings of %s changed: their %d trials are redone from the saved autoencoders',
+             ', '.join(sorted({r['method'] for r in rows} & set(stale))), len(rows) - len(kept))
+  results.write_trials(workdir / 'trials.csv', kept)
+  for method in stale:
+    for seed_dir in workdir.glob('seed_*'):
+      shutil.rmtree(seed_dir / method, ignore_errors=True)
+      (seed_dir / f'{method}_labels.npz').unlink(missing_ok=True)
+  return kept
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -195,11 +220,13 @@ def run(config, workdir: str | Path) -> dict:
   dataset = load_dataset(config)
   if not (config.n_clusters or dataset.num_classes):
     raise UserError(f'{config.dataset} has no labels: set --config.n_clusters to the number of clusters wanted')
-  _check_same_config(config, workdir / 'config.json')
+  stale = _stale_methods(config, workdir / 'config.json')
+  rows = results.read_trials(workdir / 'trials.csv')
+  if stale:
+    rows = _forget_trials(workdir, rows, stale)
   results.write_json(workdir / 'config.json', config.to_dict())
   results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
   mesh = parallel.make_mesh()
-  rows = results.read_trials(workdir / 'trials.csv')
   finished = {(r['seed'], r['method']) for r in rows}
   method_names = udl_config.method_list(config)
   seeds = list(range(config.first_seed, config.first_seed + config.seeds))

@@ -17,13 +17,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax.training import train_state
 
 from udl_jax import checkpoint, clustering, log, metrics, parallel
 from udl_jax.errors import UserError
 from udl_jax.methods import ClusteringMethod
-from udl_jax.train import embed, format_duration
+from udl_jax.train import embed, format_duration, make_optimizer
 
 
 @dataclasses.dataclass
@@ -92,7 +91,7 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
         init: tuple[np.ndarray, np.ndarray] | None = None) -> ClusteringResult:
   """Clusters model-ready data `x` with `method`, starting from the autoencoder `ae_params`.
 
-  `cfg` is the run's `cluster` block (alpha, batch_size, learning_rate, momentum, update_interval, tol,
+  `cfg` is the run's `cluster` block (alpha, batch_size, optimizer, learning_rate, momentum, update_interval, tol,
   maxiter, kmeans_n_init, checkpoint_every). `init` = (labels, centres) of a k-means already run on this
   embedding (the benchmark shares it with AE+KMeans); computed here when None.
   """
@@ -105,7 +104,7 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   if init is None:
     init = clustering.kmeans(embed(model, ae_params, x), n_clusters, seed, cfg.kmeans_n_init)
   init_labels, init_centres = init
-  tx = optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
+  tx = make_optimizer(cfg)
   # A copy: the training chunks donate their state, and the caller's autoencoder params must survive.
   params = jax.tree.map(jnp.array, {'ae': ae_params, 'centres': init_centres})
   state = parallel.replicate(train_state.TrainState.create(apply_fn=None, params=params, tx=tx), mesh)

@@ -10,7 +10,8 @@ steps. The clustering loop (`udl_jax.dec`) never needs editing for a new method:
     def my_loss(weight: float = 1.0) -> methods.ClusteringMethod:
       return methods.ClusteringMethod('my_loss', loss=lambda q, p, x, recon: weight * jnp.mean((p - q) ** 2))
 
-and then `--config.cluster.methods=dec,my_loss` (keyword arguments come from `cluster.method_kwargs`).
+and then `--config.methods=dec,my_loss` (keyword arguments come from `cluster.method_kwargs`, optimiser
+settings of its own from `cluster.method_overrides`).
 """
 
 from __future__ import annotations
