@@ -21,6 +21,8 @@ from udl_jax.errors import UserError
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Finished run folder.', required=True)
 _NAME = flags.DEFINE_string('name', None, 'Destination: results/NAME.', required=True)
 _COMMAND = flags.DEFINE_string('command', None, 'The exact command that produced the run.', required=True)
+_NOTE = flags.DEFINE_string('note', '', 'How the run came about when one command does not say it all (e.g. '
+                            'trials redone after a settings change); written as a "Note:" line.')
 
 FILES = ('table.md', 'trials.csv', 'summary.json', 'metrics.jsonl', 'assignments.csv', 'metrics.json', 'log.txt')
 
@@ -46,6 +48,8 @@ def main(argv):
                  f"seeds {summary['seeds']}; protocol {summary['protocol']}.")
   elif 'train_seconds' in summary:
     lines.append(f"Training time: {summary['train_seconds'] / 60:.1f} min over {summary['epochs_run']} epochs.")
+  if _NOTE.value:
+    lines += ['', f'Note: {_NOTE.value}']
   lines += ['', f"Machine: {env.get('platform')}, {env.get('cpu_count')} CPU cores, backend {env.get('backend')} "
             f"({env.get('device_kind')} x{env.get('device_count')}); Python {env.get('python')}.", '',
             'Packages: ' + ', '.join(f'{k} {v}' for k, v in env.get('packages', {}).items()), '']
