@@ -218,10 +218,10 @@ def test_custom_method_gone_after_fixture():
     methods.get('toy_l2')
 
 
-@pytest.mark.parametrize('name,margin', [('dec', 0.005), ('idec', 0.002)])
+@pytest.mark.parametrize('name,margin', [('dec', 0.005), ('idec', 0.03)])
 def test_clustering_improves_on_its_kmeans_start(pretrained, name, margin):
   """Seed 0, verified: DEC's NMI dips for ~500 iterations, then climbs past the start (0.722 -> ~0.735 at
-  1000 iterations, ~0.77 at 2400); IDEC (Adam 1e-3, its reference optimiser) also ends above its start.
+  1000 iterations, ~0.77 at 2400); IDEC (Adam 1e-3, its reference optimiser) reaches ~0.785 at 1000.
   (ACC falls for DEC at this scale, 0.786 -> ~0.74; NMI is what the self-training target sharpens.)"""
   model, params, x, y = pretrained
   result = dec.run(model, params, x, y, 10, methods.get(name), _cluster_cfg(name, maxiter=1000), seed=0)
