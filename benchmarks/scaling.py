@@ -53,7 +53,8 @@ def measure(n: int, cfg, dtype) -> dict:
 def markdown(rows: list[dict], command: str) -> str:
   base, env = rows[0], results.environment()
   lines = [f'# Scaling with the data size\n\n- Command: `{command}`\n- Machine: {env["platform"]}, '
-           f'{env["cpu_count"]} cores; backend {env["backend"]} ({env["device_kind"]} x{env["device_count"]})\n',
+           f'{env["cpu_count"]} cores ({env["cpus_usable"]} usable by this process); backend {env["backend"]} '
+           f'({env["device_kind"]} x{env["device_count"]}); XLA_FLAGS `{env["xla_flags"]}`\n',
            '| samples | pretrain epoch (s) | x the smallest | samples/s | DEC s / 1000 it | steps | target updates |',
            '| --- | --- | --- | --- | --- | --- | --- |']
   for r in rows:
