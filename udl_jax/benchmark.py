@@ -114,8 +114,9 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
     kwargs = config.cluster.method_kwargs.get(method, {}) if 'method_kwargs' in config.cluster else {}
     method_obj = methods.get(method, **dict(kwargs))
     y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
-    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj,
-                     udl_config.method_cluster_block(config.cluster, method), run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
+    cluster_cfg = udl_config.method_cluster_block(config.cluster, method)
+    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj, cluster_cfg,
+                     run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
     results.write_jsonl(run.dir / method / 'metrics.jsonl', result.history)
     checkpoint.save_tree(run.dir / method / 'params', result.params)
     row['iterations'] = result.iterations

@@ -91,9 +91,10 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
         init: tuple[np.ndarray, np.ndarray] | None = None) -> ClusteringResult:
   """Clusters model-ready data `x` with `method`, starting from the autoencoder `ae_params`.
 
-  `cfg` is the run's `cluster` block (alpha, batch_size, optimizer, learning_rate, momentum, update_interval, tol,
-  maxiter, kmeans_n_init, checkpoint_every). `init` = (labels, centres) of a k-means already run on this
-  embedding (the benchmark shares it with AE+KMeans); computed here when None.
+  `cfg` is the method's resolved `cluster` block (`config.method_cluster_block`: alpha, batch_size, optimizer,
+  learning_rate, momentum, update_interval, tol, maxiter, kmeans_n_init, checkpoint_every). `init` = (labels,
+  centres) of a k-means already run on this embedding (the benchmark shares it with AE+KMeans); computed here
+  when None.
   """
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch_size(cfg.batch_size, mesh)
