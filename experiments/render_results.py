@@ -63,21 +63,23 @@ def table_section(name: str, what: str) -> str:
 
 
 def epochs_section() -> str:
-  """Quality against pretraining length on MNIST-70k: one published run per length in results/mnist_epochs/."""
-  folders = sorted((RESULTS / 'mnist_epochs').glob('*/trials.csv'))
+  """Quality against pretraining length on MNIST-70k: one published run per OPTIMIZER_EPOCHS folder."""
+  folders = sorted((RESULTS / 'mnist_epochs').glob('*/trials.csv'), key=lambda p: p.parent.name)
   if not folders:
     return ''
-  lines = ['## MNIST-70k: quality against pretraining epochs (`mnist_epochs`)', '',
-           'The published recipe (SGD lr 1, momentum 0.9) stopped after E epochs, seed 0: every row resumes the '
-           'published run\'s own\ncheckpoint of epoch E (identical to training E epochs from scratch: constant '
-           'learning rate, per-epoch keys),\nso the pretraining minutes are those of that run. Commands and caps: '
-           'each folder\'s `COMMAND.md`.', '',
-           '| epochs | pretraining (min) | AE+KMeans ACC / NMI | DEC ACC / NMI | DEC iterations | DEC (min) |',
-           '| --- | --- | --- | --- | --- | --- |']
+  lines = ['## MNIST-70k: quality against pretraining length (`mnist_epochs`)', '',
+           'Seed 0. The `sgd` rows are the published recipe (SGD lr 1, momentum 0.9) stopped after E epochs: each '
+           'resumes the\npublished run\'s own checkpoint of epoch E, which is what training E epochs from scratch '
+           'gives (constant learning\nrate, per-epoch keys), so their pretraining minutes are that run\'s. How each '
+           'row was run, its DEC cap and any\nstop by hand: the folder\'s `COMMAND.md`.', '',
+           '| recipe | epochs | pretraining (min) | AE+KMeans ACC / NMI | DEC ACC / NMI | DEC iterations | DEC (min) |',
+           '| --- | --- | --- | --- | --- | --- | --- |']
   for path in folders:
+    recipe, epochs = path.parent.name.split('_')
     rows = {r['method']: r for r in csv.DictReader(path.open())}
     ae, d = rows.get('ae_kmeans'), rows.get('dec')
-    cells = [path.parent.name.lstrip('0'), f"{float(ae['pretrain_seconds']) / 60:.1f}" if ae else '-',
+    cells = [f'[{recipe}](mnist_epochs/{path.parent.name}/COMMAND.md)', str(int(epochs)),
+             f"{float(ae['pretrain_seconds']) / 60:.1f}" if ae else '-',
              f"{float(ae['acc']):.3f} / {float(ae['nmi']):.3f}" if ae else '-',
              f"{float(d['acc']):.3f} / {float(d['nmi']):.3f}" if d else '-',
              d['iterations'] if d else '-', f"{float(d['seconds']) / 60:.1f}" if d else '-']
