@@ -124,8 +124,8 @@ In the benchmark tables, "time / seed" of AE + KMeans, DEC and IDEC includes tha
 
 
 def readme_block(names: list[str]) -> str:
-  """The README's results block: the 70k tables when they exist, else digits; links to everything else."""
-  shown = [n for n in ('mnist', 'fashion_mnist') if n in names] or ['digits']
+  """The README's results block: digits (the default benchmark) and the 70k tables; links to everything else."""
+  shown = ['digits'] + [n for n in ('mnist', 'fashion_mnist') if n in names]
   parts = []
   for name in shown:
     command = re.search(r'```bash\n(.*?)\n```', (RESULTS / name / 'COMMAND.md').read_text(), re.S).group(1)
