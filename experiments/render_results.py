@@ -48,11 +48,15 @@ TABLES = {
 AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')
 
 
+def command(name: str) -> str:
+  """The command in a published folder's COMMAND.md."""
+  return re.search(r'```bash\n(.*?)\n```', (RESULTS / name / 'COMMAND.md').read_text(), re.S).group(1)
+
+
 def command_block(name: str) -> str:
-  text = (RESULTS / name / 'COMMAND.md').read_text()
-  block = re.search(r'```bash\n.*?```\n', text, re.S).group(0)
-  notes = [line for line in text.splitlines() if line.startswith(('Compute time', 'Note:'))]
-  return block + '\n' + '\n'.join(notes) + '\n'
+  notes = [line for line in (RESULTS / name / 'COMMAND.md').read_text().splitlines()
+           if line.startswith(('Compute time', 'Note:'))]
+  return f'```bash\n{command(name)}\n```\n\n' + '\n'.join(notes) + '\n'
 
 
 def table_section(name: str, what: str) -> str:
@@ -128,8 +132,8 @@ def readme_block(names: list[str]) -> str:
   shown = ['digits'] + [n for n in ('mnist', 'fashion_mnist') if n in names]
   parts = []
   for name in shown:
-    command = re.search(r'```bash\n(.*?)\n```', (RESULTS / name / 'COMMAND.md').read_text(), re.S).group(1)
-    parts.append(f'{TABLES[name]}\n\n```bash\n{command}\n```\n\n{(RESULTS / name / "table.md").read_text().strip()}')
+    parts.append(f'{TABLES[name]}\n\n```bash\n{command(name)}\n```\n\n'
+                 f'{(RESULTS / name / "table.md").read_text().strip()}')
   parts.append('Every committed table (digits, holdout protocol, MNIST test set, ...), the autoencoder figures and '
                'the\npublished numbers side by side: [`results/README.md`](results/README.md).')
   return '\n\n'.join(parts)

@@ -174,18 +174,14 @@ def test_unknown_names_are_user_errors():
   with pytest.raises(UserError) as e:
     models.make_model('resnet', (8, 8, 1))
   assert 'resnet' in str(e.value) and 'vae' in str(e.value)
-  cfg = _tiny_cfg('ae')
-  cfg.activation = 'gelu_typo'
-  model = models.make_model('ae', (8, 8, 1), cfg)
-  with pytest.raises(UserError) as e:
-    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64)))
-  assert 'gelu_typo' in str(e.value) and 'relu' in str(e.value)
-  cfg = _tiny_cfg('ae')
-  cfg.kernel_init = 'glorot_typo'
-  model = models.make_model('ae', (8, 8, 1), cfg)
-  with pytest.raises(UserError) as e:
-    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64)))
-  assert 'glorot_typo' in str(e.value)
+  for key, typo, expected in (('activation', 'gelu_typo', ('gelu_typo', 'relu')),
+                              ('kernel_init', 'glorot_typo', ('glorot_typo',))):
+    cfg = _tiny_cfg('ae')
+    cfg[key] = typo
+    model = models.make_model('ae', (8, 8, 1), cfg)
+    with pytest.raises(UserError) as e:
+      jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64)))
+    assert all(word in str(e.value) for word in expected), (key, str(e.value))
   bad = config.model_block('nope')
   with pytest.raises(UserError):
     models.make_model(bad.name, (8, 8, 1), bad)

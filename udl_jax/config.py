@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from udl_jax import data, methods, models
+from udl_jax import data, methods, models, train
 from udl_jax.errors import UserError
 
 
@@ -128,6 +128,12 @@ def _check(condition: bool, message: str) -> None:
     raise UserError(f'config: {message}')
 
 
+def _check_optimizer(label: str, block) -> None:
+  _check(block.learning_rate > 0, f'{label}.learning_rate must be > 0')
+  _check(block.optimizer in train.OPTIMIZERS,
+         f"{label}.optimizer must be one of {', '.join(train.OPTIMIZERS)}, got '{block.optimizer}'")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Names and ranges that would otherwise fail deep inside JAX, checked up front."""
   _check(config.dataset in data.NAMES, f"unknown dataset '{config.dataset}'; valid: {', '.join(data.NAMES)}")
@@ -139,19 +145,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       b = config[block]
       _check(b.epochs >= 1, f'{block}.epochs must be >= 1, got {b.epochs}')
       _check(b.batch_size >= 1, f'{block}.batch_size must be >= 1, got {b.batch_size}')
-      _check(b.learning_rate > 0, f'{block}.learning_rate must be > 0')
-      _check(b.optimizer in ('adam', 'sgd'), f"{block}.optimizer must be adam or sgd, got '{b.optimizer}'")
+      _check_optimizer(block, b)
       _check(0 <= b.val_fraction < 1, f'{block}.val_fraction must be in [0, 1)')
   if 'cluster' in config:
     c = config.cluster
     _check(c.update_interval >= 1 and c.maxiter >= 1 and c.batch_size >= 1,
            'cluster.update_interval, maxiter and batch_size must be >= 1')
     _check(c.alpha > 0, 'cluster.alpha must be > 0')
-    _check(c.optimizer in ('adam', 'sgd'), f"cluster.optimizer must be adam or sgd, got '{c.optimizer}'")
+    _check_optimizer('cluster', c)
     for name in c.get('method_overrides', {}):
-      m = method_cluster_block(c, name)
-      _check(m.optimizer in ('adam', 'sgd') and m.learning_rate > 0,
-             f'cluster.method_overrides.{name}: optimizer must be adam or sgd and learning_rate > 0')
+      _check_optimizer(f'cluster.method_overrides.{name}', method_cluster_block(c, name))
   if 'methods' in config:
     known = ('kmeans', 'ae_kmeans') + methods.names()
     for m in _as_list(config.methods):

@@ -127,5 +127,5 @@ def environment() -> dict:
   devices = jax.devices()
   return {'python': platform.python_version(), 'packages': versions, 'platform': platform.platform(),
           'backend': jax.default_backend(), 'device_kind': devices[0].device_kind, 'device_count': len(devices),
-          'cpu_count': os.cpu_count(), 'cpus_usable': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-          else os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', '')}
+          'cpu_count': os.cpu_count(), 'cpus_usable': len(os.sched_getaffinity(0))
+          if hasattr(os, 'sched_getaffinity') else os.cpu_count(), 'xla_flags': os.environ.get('XLA_FLAGS', '')}

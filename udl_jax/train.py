@@ -31,13 +31,16 @@ def compute_dtype(name: str):
   return DTYPES[name]
 
 
+OPTIMIZERS = ('adam', 'sgd')
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
   """Adam (default) or SGD with momentum (DEC-keras) from a config block with optimizer/learning_rate/momentum."""
   if cfg.optimizer == 'adam':
     return optax.adam(cfg.learning_rate)
   if cfg.optimizer == 'sgd':
     return optax.sgd(cfg.learning_rate, momentum=cfg.momentum or None)
-  raise UserError(f"unknown optimizer '{cfg.optimizer}'; valid: adam, sgd")
+  raise UserError(f"unknown optimizer '{cfg.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
 
 
 def init_state(model, x_example: np.ndarray, tx, rng: jax.Array) -> train_state.TrainState:
