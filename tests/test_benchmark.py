@@ -114,6 +114,37 @@ def test_rerun_skips_finished_trials(copy_of_bench, monkeypatch):
   assert list(payload['methods']) == ['kmeans', 'dec']
 
 
+def test_processes_running_other_seeds_share_the_workdir(tmp_path, monkeypatch):
+  """Seed 1 finishes in another process while seed 0 runs: neither record is lost, the last table has both."""
+  real_trial, others = benchmark.run_trial, []
+
+  def seed_1_finishes_meanwhile(run, method):
+    if run.seed == 0 and not others:
+      others.append(benchmark.run(_small_config(methods='kmeans', first_seed=1, seeds=1), tmp_path))
+    return real_trial(run, method)
+
+  monkeypatch.setattr(benchmark, 'run_trial', seed_1_finishes_meanwhile)
+  payload = benchmark.run(_small_config(methods='kmeans', seeds=1), tmp_path)
+  assert others[0]['seeds'] == [1] and payload['seeds'] == [0, 1]
+  assert sorted((int(r['seed']), r['method']) for r in _trials(tmp_path)) == [(0, 'kmeans'), (1, 'kmeans')]
+  assert [r['seed'] for r in results.read_trials(tmp_path / 'seed_0' / 'trials.csv')] == [0]
+
+
+def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_of_bench, tmp_path, monkeypatch):
+  config, workdir = copy_of_bench
+  before = results.read_trials(workdir / 'trials.csv')
+  seed_1 = tmp_path / 'elsewhere' / 'seed_1'
+  shutil.move(workdir / 'seed_1', seed_1)
+  (workdir / 'seed_0' / 'trials.csv').unlink()  # the layout before per-seed records: only the top-level file
+  assert benchmark.read_all_trials(workdir) == [r for r in before if r['seed'] == 0]
+  assert (workdir / 'seed_0' / 'trials.csv').exists()  # moved in; seed 1's rows dropped with its folder
+
+  shutil.copytree(seed_1, workdir / 'seed_1')  # a seed run in another workdir with the same config
+  monkeypatch.setattr(benchmark, 'run_trial', lambda *a, **k: pytest.fail('a finished trial was run again'))
+  payload = benchmark.run(config, workdir)
+  assert payload['seeds'] == [0, 1] and results.read_trials(workdir / 'trials.csv') == before
+
+
 @pytest.mark.parametrize('change', [{'pretrain.epochs': 4}, {'cluster.kmeans_n_init': 3},
                                     {'model.dims': (32, 16, 5)}, {'protocol': 'holdout'}])
 def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkeypatch):

@@ -3,9 +3,14 @@
 Workdir layout (re-running the same command resumes: finished trials are skipped, the unfinished one continues
 from its last checkpoint; a method whose clustering settings changed is redone from the saved autoencoders):
   config.json  trials.csv  summary.json  table.md  clusters.png  log.txt
+  seed_S/trials.csv   the finished trials of seed S: the record; the top-level trials.csv is their union
   seed_S/ae/          autoencoder checkpoints, metrics.jsonl, params (final)
   seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
   seed_S/METHOD/      checkpoints, metrics.jsonl, params (final), result.npz (eval labels, confidence)
+
+Because each seed keeps its own record, processes running different seeds (`--config.first_seed=K
+--config.seeds=1`) may share one workdir at the same time, and a seed folder copied from another workdir of the
+same config joins its table. Each process rewrites the table from every seed folder when it finishes.
 """
 
 from __future__ import annotations
@@ -196,18 +201,45 @@ def _stale_methods(config, path: Path) -> list[str]:
           != udl_config.method_settings(now['cluster'], m)]
 
 
+def read_all_trials(workdir: Path) -> list[dict]:
+  """Every finished trial in `workdir`, from the seed folders' trials.csv files.
+
+  Workdirs from before per-seed records kept only the top-level trials.csv: rows of a seed folder that has no
+  record yet are moved into it first (rows of a deleted seed folder are dropped: that seed runs again).
+  """
+  legacy = {}
+  for row in results.read_trials(workdir / 'trials.csv'):
+    legacy.setdefault(row['seed'], []).append(row)
+  for seed, rows in legacy.items():
+    seed_dir = workdir / f'seed_{seed}'
+    if seed_dir.is_dir() and not (seed_dir / 'trials.csv').exists():
+      results.write_trials(seed_dir / 'trials.csv', rows)
+  return [r for path in sorted(workdir.glob('seed_*/trials.csv')) for r in results.read_trials(path)]
+
+
+def record_trials(workdir: Path, seed: int, rows: list[dict]) -> None:
+  """Writes seed `seed`'s finished trials (its record), then the top-level union of every seed's."""
+  results.write_trials(workdir / f'seed_{seed}' / 'trials.csv', [r for r in rows if r['seed'] == seed])
+  results.write_trials(workdir / 'trials.csv', read_all_trials(workdir))
+
+
 def _forget_trials(workdir: Path, rows: list[dict], stale: list[str]) -> list[dict]:
   """Drops the trials of `stale` methods: rows first (atomically), then their checkpoints and labels."""
   kept = [r for r in rows if r['method'] not in stale]
   if len(kept) < len(rows):
     log.info('clustering settings of %s changed: their %d trials are redone from the saved autoencoders',
              ', '.join(sorted({r['method'] for r in rows} & set(stale))), len(rows) - len(kept))
-  results.write_trials(workdir / 'trials.csv', kept)
+  for seed in {r['seed'] for r in rows}:
+    record_trials(workdir, seed, kept)
   for method in stale:
     for seed_dir in workdir.glob('seed_*'):
       shutil.rmtree(seed_dir / method, ignore_errors=True)
       (seed_dir / f'{method}_labels.npz').unlink(missing_ok=True)
   return kept
+
+
+def _span(seeds: list[int]) -> str:
+  return f'{seeds[0]}..{seeds[-1]}' if len(seeds) > 1 else str(seeds[0])
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -222,19 +254,19 @@ def run(config, workdir: str | Path) -> dict:
   if not (config.n_clusters or dataset.num_classes):
     raise UserError(f'{config.dataset} has no labels: set --config.n_clusters to the number of clusters wanted')
   stale = _stale_methods(config, workdir / 'config.json')
-  rows = results.read_trials(workdir / 'trials.csv')
+  rows = read_all_trials(workdir)
   if stale:
     rows = _forget_trials(workdir, rows, stale)
   results.write_json(workdir / 'config.json', config.to_dict())
   results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
   mesh = parallel.make_mesh()
-  finished = {(r['seed'], r['method']) for r in rows}
   method_names = udl_config.method_list(config)
   seeds = list(range(config.first_seed, config.first_seed + config.seeds))
-  total = len(seeds) * len(method_names)
+  wanted = {(s, m) for s in seeds for m in method_names}
+  finished = {(r['seed'], r['method']) for r in rows} & wanted
   t_start = time.perf_counter()
-  log.info('benchmark %s: %d images, %d seeds x %s, protocol %s, %d trials already done', config.dataset,
-           len(dataset), len(seeds), ','.join(method_names), config.protocol, len(finished))
+  log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done', config.dataset,
+           len(dataset), _span(seeds), ','.join(method_names), config.protocol, len(finished), len(wanted))
   for seed in seeds:
     seed_run = SeedRun(config, dataset, seed, workdir, mesh)
     for method in method_names:
@@ -242,10 +274,12 @@ def run(config, workdir: str | Path) -> dict:
         continue
       row, _, _ = run_trial(seed_run, method)
       rows.append(row)
-      results.write_trials(workdir / 'trials.csv', rows)
-      done = len(rows)
+      record_trials(workdir, seed, rows)
+      finished.add((seed, method))
       scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
-      log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, total, seed, method, scores, row['seconds'])
-  payload = write_outputs(config, dataset, workdir, rows, time.perf_counter() - t_start)
+      log.info('trial %d/%d seed %d %s: %s (%.1f s)', len(finished), len(wanted), seed, method, scores,
+               row['seconds'])
+  # Re-read: processes running other seeds in this workdir may have finished trials meanwhile.
+  payload = write_outputs(config, dataset, workdir, read_all_trials(workdir), time.perf_counter() - t_start)
   log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
   return payload
