@@ -217,9 +217,10 @@ def read_all_trials(workdir: Path) -> list[dict]:
   return [r for path in sorted(workdir.glob('seed_*/trials.csv')) for r in results.read_trials(path)]
 
 
-def record_trials(workdir: Path, seed: int, rows: list[dict]) -> None:
-  """Writes seed `seed`'s finished trials (its record), then the top-level union of every seed's."""
-  results.write_trials(workdir / f'seed_{seed}' / 'trials.csv', [r for r in rows if r['seed'] == seed])
+def record_trials(workdir: Path, seeds, rows: list[dict]) -> None:
+  """Writes the records of `seeds` (their rows in `rows`), then the top-level union of every seed's, once."""
+  for seed in seeds:
+    results.write_trials(workdir / f'seed_{seed}' / 'trials.csv', [r for r in rows if r['seed'] == seed])
   results.write_trials(workdir / 'trials.csv', read_all_trials(workdir))
 
 
@@ -229,8 +230,7 @@ def _forget_trials(workdir: Path, rows: list[dict], stale: list[str]) -> list[di
   if len(kept) < len(rows):
     log.info('clustering settings of %s changed: their %d trials are redone from the saved autoencoders',
              ', '.join(sorted({r['method'] for r in rows} & set(stale))), len(rows) - len(kept))
-  for seed in {r['seed'] for r in rows}:
-    record_trials(workdir, seed, kept)
+  record_trials(workdir, {r['seed'] for r in rows}, kept)
   for method in stale:
     for seed_dir in workdir.glob('seed_*'):
       shutil.rmtree(seed_dir / method, ignore_errors=True)
@@ -274,7 +274,7 @@ def run(config, workdir: str | Path) -> dict:
         continue
       row, _, _ = run_trial(seed_run, method)
       rows.append(row)
-      record_trials(workdir, seed, rows)
+      record_trials(workdir, [seed], rows)
       finished.add((seed, method))
       scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
       log.info('trial %d/%d seed %d %s: %s (%.1f s)', len(finished), len(wanted), seed, method, scores,
