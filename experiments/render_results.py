@@ -42,7 +42,6 @@ TABLES = {
     'mnist_test_holdout': 'MNIST test set (10k), holdout protocol.',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
     'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
-    'mnist_kmeans': 'MNIST-70k, raw-pixel KMeans only.',
 }
 
 AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')

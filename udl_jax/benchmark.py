@@ -148,8 +148,9 @@ def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict]
              'seeds': sorted({r['seed'] for r in rows}), 'methods': summary, 'wall_seconds_this_process':
              wall_seconds, 'config': config.to_dict(), 'environment': results.environment()}
   results.write_json(workdir / 'summary.json', payload)
+  n_seeds = len(payload['seeds'])
   header = (f'{config.dataset} ({len(dataset)} images), protocol {config.protocol}, '
-            f"{len(payload['seeds'])} seeds\n\n")
+            f"{n_seeds} seed{'s' if n_seeds != 1 else ''}\n\n")
   results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary))
   _cluster_figure(dataset, workdir, rows)
   return payload
