@@ -248,3 +248,13 @@ def test_launcher_errors_exit_nonzero_and_name_the_problem(launcher_errors):
   assert code != 0 and 'seedz' in err and 'seeds' in err  # ml_collections suggests the right key
   code, err = launcher_errors['dataset']
   assert code != 0 and "unknown dataset 'nope'" in err and 'digits' in err
+
+
+def test_table_bolds_the_best_mean_and_shows_no_spread_for_one_seed():
+  row = lambda seed, method, nmi: {'seed': seed, 'method': method, 'acc': nmi, 'nmi': nmi, 'ari': nmi,
+                                   'seconds': 1.0}
+  rows = [row(0, 'kmeans', 0.5), row(1, 'kmeans', 0.7), row(0, 'dec', 0.8)]
+  table = results.markdown_table(results.summarize(rows, ['kmeans', 'dec']))
+  kmeans_line, dec_line = table.splitlines()[2:]
+  assert '0.600 ± 0.141' in kmeans_line and kmeans_line.endswith('| 2 | 1.0 |')
+  assert '| **0.800** |' in dec_line and '±' not in dec_line and dec_line.endswith('| 1 | 1.0 |')

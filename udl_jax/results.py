@@ -97,7 +97,7 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-  """Methods as rows, mean ± std of ACC / NMI / ARI as columns, the best mean of each column in bold."""
+  """Methods as rows, mean ± std of ACC / NMI / ARI as columns (the value alone for one seed), best in bold."""
   best = {m: max((s[m]['mean'] for s in summary.values() if m in s), default=None) for m in METRICS}
   lines = ['| method | ACC | NMI | ARI | seeds | time / seed (s) |', '| --- | --- | --- | --- | --- | --- |']
   for method, s in summary.items():
@@ -106,7 +106,8 @@ def markdown_table(summary: dict) -> str:
       if m not in s:
         cells.append('n/a')
         continue
-      text = f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}"
+      # One seed has no spread to show: the value alone, not a misleading ± 0.000.
+      text = f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if s[m]['n'] > 1 else f"{s[m]['mean']:.3f}"
       cells.append(f'**{text}**' if np.isclose(s[m]['mean'], best[m]) else text)
     n = max((s[m]['n'] for m in METRICS if m in s), default=s.get('seconds', {}).get('n', 0))
     seconds = s.get('seconds', {}).get('mean', 0.0) + s.get('pretrain_seconds', {}).get('mean', 0.0)
