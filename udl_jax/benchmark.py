@@ -20,6 +20,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -218,7 +219,7 @@ def read_all_trials(workdir: Path) -> list[dict]:
   return [r for path in sorted(workdir.glob('seed_*/trials.csv')) for r in results.read_trials(path)]
 
 
-def record_trials(workdir: Path, seeds, rows: list[dict]) -> None:
+def record_trials(workdir: Path, seeds: Iterable[int], rows: list[dict]) -> None:
   """Writes the records of `seeds` (their rows in `rows`), then the top-level union of every seed's, once."""
   for seed in seeds:
     results.write_trials(workdir / f'seed_{seed}' / 'trials.csv', [r for r in rows if r['seed'] == seed])
