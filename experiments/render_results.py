@@ -29,8 +29,9 @@ HEADER = """# Results
 Every table and figure here is a copy of a real run's files (`python -m experiments.publish`), with the exact
 command, seeds, compute time, machine and package versions in the folder's `COMMAND.md`; this page is written
 by `python -m experiments.render_results`. Data came from `UDL_DATA_DIR=../shared/data` (the original MNIST /
-Fashion-MNIST IDX files). Machine: 2-core AMD EPYC CPU, no GPU. Timings were taken while other jobs shared the
-two cores, so they are upper bounds, not speed measurements (those are in `benchmarks/`).
+Fashion-MNIST IDX files). Machine: 2-core AMD EPYC CPU, no GPU, except the `mnist_gpu_*` folders (one lent
+NVIDIA H200). Timings were taken while other jobs shared the machine, so they are upper bounds, not speed
+measurements (those are in `benchmarks/`).
 
 """
 
@@ -42,7 +43,15 @@ TABLES = {
     'mnist_test_holdout': 'MNIST test set (10k), holdout protocol.',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
     'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
+    'mnist_gpu_float32': 'MNIST-70k, published settings, on one NVIDIA H200 GPU, float32.',
+    'mnist_gpu_bfloat16': 'The same seeds in mixed precision (`--config.dtype=bfloat16`), run beside the float32 twin.',
 }
+
+# Mixed precision against float32, same seeds and settings: (float32 folder, bfloat16 folder, where it ran).
+PRECISION_PAIRS = (
+    ('mnist_gpu_float32', 'mnist_gpu_bfloat16', 'H200 GPU, published settings (300 epochs)'),
+    ('mnist_epochs/sgd_150', 'mnist_bf16_150', '2-core CPU, 150 pretraining epochs, DEC capped at 8,000 iterations'),
+)
 
 AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')
 
@@ -93,6 +102,33 @@ def epochs_section() -> str:
                str(int(float(d['iterations']))) if d else '-', f"{float(d['seconds']) / 60:.1f}" if d else '-']
       lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n\n'
+
+
+def _nmi_by_seed(folder: str) -> dict[tuple[int, str], float]:
+  return {(int(r['seed']), r['method']): float(r['nmi'])
+          for r in csv.DictReader((RESULTS / folder / 'trials.csv').open())}
+
+
+def precision_section() -> str:
+  """bfloat16 against float32 per seed: the NMI of each and their difference, from the two runs' trials."""
+  lines = ['## Mixed precision against float32 (MNIST-70k, same seeds)', '',
+           'Each row is one seed run twice with the same settings, once with `--config.dtype=bfloat16` (bfloat16 '
+           'compute,\nfloat32 parameters and optimiser state). Differences are bfloat16 minus float32.', '',
+           '| where | seed | AE+KMeans NMI f32 / bf16 (diff) | DEC NMI f32 / bf16 (diff) |', '| --- | --- | --- | --- |']
+  pairs = [p for p in PRECISION_PAIRS if all((RESULTS / f / 'trials.csv').exists() for f in p[:2])]
+  for f32, bf16, where in pairs:
+    a, b = _nmi_by_seed(f32), _nmi_by_seed(bf16)
+    for seed in sorted({s for s, _ in a} & {s for s, _ in b}):
+      cells = [f'{a[seed, m]:.3f} / {b[seed, m]:.3f} ({b[seed, m] - a[seed, m]:+.3f})'
+               if (seed, m) in a and (seed, m) in b else '-' for m in ('ae_kmeans', 'dec')]
+      lines.append(f'| [{where}]({bf16}/COMMAND.md) | {seed} | ' + ' | '.join(cells) + ' |')
+    means = []
+    for m in ('ae_kmeans', 'dec'):
+      seeds = sorted({s for s, n in a if n == m} & {s for s, n in b if n == m})
+      fa, fb = (sum(x[s, m] for s in seeds) / len(seeds) if seeds else None for x in (a, b))
+      means.append(f'{fa:.3f} / {fb:.3f} ({fb - fa:+.3f})' if seeds else '-')
+    lines.append(f'| {where} | mean | ' + ' | '.join(means) + ' |')
+  return '\n'.join(lines) + '\n\n' if pairs else ''
 
 
 def assign_section() -> str:
@@ -146,7 +182,7 @@ def readme_block(names: list[str]) -> str:
 def main() -> None:
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
   page = HEADER + PUBLISHED + '\n' + ''.join(table_section(n, TABLES[n]) for n in names)
-  page += epochs_section() + assign_section() + autoencoder_section()
+  page += epochs_section() + precision_section() + assign_section() + autoencoder_section()
   (RESULTS / 'README.md').write_text(page)
   readme = README.read_text()
   start, end = '<!-- results:start -->\n', '<!-- results:end -->'
