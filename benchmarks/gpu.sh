@@ -7,7 +7,7 @@
 # 1. a smoke test (digits, 2 epochs, bfloat16) that stops the script if the stack is broken;
 # 2. MNIST-70k with the published settings (300 SGD epochs, DEC maxiter 20,000), seeds 0-2, float32 and
 #    bfloat16 side by side: two processes share the GPU, so their wall times are those of a shared GPU;
-# 3. benchmarks.throughput (alone on the GPU) and benchmarks.scaling.
+# 3. benchmarks.throughput (alone on the GPU; ~3 min on an H200) and benchmarks.scaling.
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs, the throughput
 # and scaling tables, and the MNIST workdirs less their checkpoints, to be unpacked into runs/ and published
 # like any other run.
@@ -38,8 +38,8 @@ echo "pipelines took $(( $(date +%s) - start )) s"
 tail -n 4 "$out"/mnist_gpu_*.log
 
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.75
-timeout "${THROUGHPUT_SECONDS:-120}" python3 -m benchmarks.throughput --peers=torch --batches=300 \
-  --conv_batches=100 --out="$out/throughput" > "$out/throughput.log" 2>&1; echo "throughput rc=$?"
+timeout "${THROUGHPUT_SECONDS:-240}" python3 -m benchmarks.throughput --peers=torch --workloads=ae,dec \
+  --repeats=3 --batches=100 --out="$out/throughput" > "$out/throughput.log" 2>&1; echo "throughput rc=$?"
 timeout 50 python3 -m benchmarks.scaling --epochs=5 --dec_chunks=10 --out="$out/scaling" \
   > "$out/scaling.log" 2>&1; echo "scaling rc=$?"
 cat "$out/throughput/throughput.md" "$out/scaling/scaling.md" 2>/dev/null
