@@ -109,6 +109,14 @@ def _nmi_by_seed(folder: str) -> dict[tuple[int, str], float]:
           for r in csv.DictReader((RESULTS / folder / 'trials.csv').open())}
 
 
+def _nmi_pair_cell(f32: dict, bf16: dict, method: str, seeds: list[int]) -> str:
+  """'f32 / bf16 (diff)': the mean NMI of `method` over `seeds` in each run."""
+  if not seeds:
+    return '-'
+  a, b = (sum(nmi[s, method] for s in seeds) / len(seeds) for nmi in (f32, bf16))
+  return f'{a:.3f} / {b:.3f} ({b - a:+.3f})'
+
+
 def precision_section() -> str:
   """bfloat16 against float32 per seed: the NMI of each and their difference, from the two runs' trials."""
   lines = ['## Mixed precision against float32 (MNIST-70k, same seeds)', '',
@@ -118,16 +126,11 @@ def precision_section() -> str:
   pairs = [p for p in PRECISION_PAIRS if all((RESULTS / f / 'trials.csv').exists() for f in p[:2])]
   for f32, bf16, where in pairs:
     a, b = _nmi_by_seed(f32), _nmi_by_seed(bf16)
-    for seed in sorted({s for s, _ in a} & {s for s, _ in b}):
-      cells = [f'{a[seed, m]:.3f} / {b[seed, m]:.3f} ({b[seed, m] - a[seed, m]:+.3f})'
-               if (seed, m) in a and (seed, m) in b else '-' for m in ('ae_kmeans', 'dec')]
+    both = {m: sorted({s for s, n in a if n == m} & {s for s, n in b if n == m}) for m in ('ae_kmeans', 'dec')}
+    for seed in sorted(set(both['ae_kmeans']) | set(both['dec'])):
+      cells = [_nmi_pair_cell(a, b, m, [seed] if seed in both[m] else []) for m in both]
       lines.append(f'| [{where}]({bf16}/COMMAND.md) | {seed} | ' + ' | '.join(cells) + ' |')
-    means = []
-    for m in ('ae_kmeans', 'dec'):
-      seeds = sorted({s for s, n in a if n == m} & {s for s, n in b if n == m})
-      fa, fb = (sum(x[s, m] for s in seeds) / len(seeds) if seeds else None for x in (a, b))
-      means.append(f'{fa:.3f} / {fb:.3f} ({fb - fa:+.3f})' if seeds else '-')
-    lines.append(f'| {where} | mean | ' + ' | '.join(means) + ' |')
+    lines.append(f'| {where} | mean | ' + ' | '.join(_nmi_pair_cell(a, b, m, both[m]) for m in both) + ' |')
   return '\n'.join(lines) + '\n\n' if pairs else ''
 
 
