@@ -121,7 +121,8 @@ def precision_section() -> str:
   """bfloat16 against float32 per seed: the NMI of each and their difference, from the two runs' trials."""
   lines = ['## Mixed precision against float32 (MNIST-70k, same seeds)', '',
            'Each row is one seed run twice with the same settings, once with `--config.dtype=bfloat16` (bfloat16 '
-           'compute,\nfloat32 parameters and optimiser state). Differences are bfloat16 minus float32.', '',
+           'compute,\nfloat32 parameters and optimiser state). Differences are bfloat16 minus float32. What they '
+           'mean: [`benchmarks/README.md`](../benchmarks/README.md#mixed-precision-quality).', '',
            '| where | seed | AE+KMeans NMI f32 / bf16 (diff) | DEC NMI f32 / bf16 (diff) |', '| --- | --- | --- | --- |']
   pairs = [p for p in PRECISION_PAIRS if all((RESULTS / f / 'trials.csv').exists() for f in p[:2])]
   for f32, bf16, where in pairs:
