@@ -9,14 +9,14 @@
 #    bfloat16 side by side: two processes share the GPU, so their wall times are those of a shared GPU;
 # 3. benchmarks.throughput (alone on the GPU; ~3 min on an H200) and benchmarks.scaling.
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs, the throughput
-# and scaling tables, and the MNIST workdirs less their checkpoints, to be unpacked into runs/ and published
-# like any other run.
+# and scaling tables, and the MNIST workdirs less their checkpoints and saved parameters (a lent machine returns
+# files of at most 16 MiB), to be unpacked into runs/ and published like any other run.
 set -u
 dest=${1:?usage: gpu.sh OUT_DIR}
 out=/tmp/gpu_out
 runs=$out/runs
 mkdir -p "$runs" "$dest"
-trap 'tar czf "$dest/gpu.tgz" --exclude=checkpoints -C "$out" .' EXIT
+trap 'tar czf "$dest/gpu.tgz" --exclude=checkpoints --exclude=params -C "$out" .' EXIT
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.3
 nvidia-smi -L
 python3 -c 'import jax, flax, optax, orbax.checkpoint as o, sklearn; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "sklearn", sklearn.__version__, jax.devices())'
