@@ -74,6 +74,11 @@ def table_section(name: str, what: str) -> str:
           f'[`clusters.png`]({name}/clusters.png).\n\n')
 
 
+def _trials(path: Path) -> dict[tuple[int, str], dict[str, str]]:
+  """A run's trials.csv as {(seed, method): row}."""
+  return {(int(r['seed']), r['method']): r for r in csv.DictReader(path.read_text().splitlines())}
+
+
 def epochs_section() -> str:
   """Quality against pretraining length on MNIST-70k: every seed of each mnist_epochs folder, and of `mnist`."""
   runs = [(*path.parent.name.split('_'), path, f'mnist_epochs/{path.parent.name}')
@@ -91,10 +96,9 @@ def epochs_section() -> str:
            '| recipe | epochs | seed | pretraining (min) | AE+KMeans ACC / NMI | DEC ACC / NMI | DEC iterations | '
            'DEC (min) |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
   for recipe, epochs, path, folder in sorted(runs, key=lambda r: (r[0], int(r[1]))):
-    trials = list(csv.DictReader(path.open()))
-    for seed in sorted({int(r['seed']) for r in trials}):
-      rows = {r['method']: r for r in trials if int(r['seed']) == seed}
-      ae, d = rows.get('ae_kmeans'), rows.get('dec')
+    trials = _trials(path)
+    for seed in sorted({s for s, _ in trials}):
+      ae, d = trials.get((seed, 'ae_kmeans')), trials.get((seed, 'dec'))
       cells = [f'[{recipe}]({folder}/COMMAND.md)', str(int(epochs)), str(seed),
                f"{float(ae['pretrain_seconds']) / 60:.1f}" if ae else '-',
                f"{float(ae['acc']):.3f} / {float(ae['nmi']):.3f}" if ae else '-',
@@ -105,8 +109,7 @@ def epochs_section() -> str:
 
 
 def _nmi_by_seed(folder: str) -> dict[tuple[int, str], float]:
-  return {(int(r['seed']), r['method']): float(r['nmi'])
-          for r in csv.DictReader((RESULTS / folder / 'trials.csv').open())}
+  return {key: float(row['nmi']) for key, row in _trials(RESULTS / folder / 'trials.csv').items()}
 
 
 def _nmi_pair_cell(f32: dict, bf16: dict, method: str, seeds: list[int]) -> str:
