@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from udl_jax import benchmark, results, train
+from udl_jax import benchmark, records, results, train
 from udl_jax.errors import UserError
 
 from configs import benchmark as benchmark_config  # noqa: E402
@@ -136,7 +136,7 @@ def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_o
   seed_1 = tmp_path / 'elsewhere' / 'seed_1'
   shutil.move(workdir / 'seed_1', seed_1)
   (workdir / 'seed_0' / 'trials.csv').unlink()  # the layout before per-seed records: only the top-level file
-  assert benchmark.read_all_trials(workdir) == [r for r in before if r['seed'] == 0]
+  assert records.read_all(workdir) == [r for r in before if r['seed'] == 0]
   assert (workdir / 'seed_0' / 'trials.csv').exists()  # moved in; seed 1's rows dropped with its folder
 
   shutil.copytree(seed_1, workdir / 'seed_1')  # a seed run in another workdir with the same config
@@ -175,12 +175,23 @@ def test_changed_clustering_settings_redo_only_that_method(copy_of_bench, monkey
     else:
       assert row == before[key]
   assert sorted(p.name for p in (workdir / 'seed_0' / 'ae' / 'checkpoints').iterdir()) == ae_steps
-  # A legacy config (written before the cluster block had an optimizer) counts as SGD without overrides.
+  assert json.loads((workdir / 'seed_0' / 'methods.json').read_text())['idec']['learning_rate'] == 0.01
+
+
+def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):
+  """A workdir from before methods.json (and before the cluster block had an optimizer): its trials count as
+  made with its config.json's cluster block, read as SGD without overrides."""
+  _, workdir = copy_of_bench
   saved = json.loads((workdir / 'config.json').read_text())
   for key in ('optimizer', 'method_overrides'):
     del saved['cluster'][key]
   (workdir / 'config.json').write_text(json.dumps(saved))
-  assert benchmark._stale_methods(_small_config(methods='dec'), workdir / 'config.json') == ['idec']
+  for seed in (0, 1):
+    (workdir / f'seed_{seed}' / 'methods.json').unlink()
+  legacy = {**benchmark.udl_config.LEGACY_CLUSTER_DEFAULTS, **saved['cluster']}
+  records.record_legacy_settings(workdir / 'seed_0', legacy)
+  now = _small_config().cluster.to_dict()
+  assert records.stale_methods(workdir, 0, ['kmeans', 'dec', 'idec'], now) == ['idec']
 
 
 def test_holdout_scores_only_held_out_images(tmp_path):

@@ -149,10 +149,13 @@ def test_missing_file(mnist_copy):
     data.load('mnist_test', data_dir=str(mnist_copy))
 
 
-def test_missing_train_images_means_not_found(mnist_copy):
+def test_missing_train_images_is_named(mnist_copy):
+  """Three of the four files: a partial set, named as such (it used to read 'not found', and send people
+  looking elsewhere)."""
   (mnist_copy / 'train-images-idx3-ubyte.gz').unlink()
-  with pytest.raises(UserError, match='not found'):
+  with pytest.raises(UserError) as info:
     data.load('mnist', data_dir=str(mnist_copy))
+  assert str(mnist_copy) in str(info.value) and 'train-images-idx3-ubyte' in str(info.value)
 
 
 def test_regzipped_copy_loads(mnist_dir, mnist_copy):
@@ -460,3 +463,117 @@ def test_dataset_shape_checks():
     data.Dataset(np.zeros((3, 4, 4), np.float32), None, 'bad', None)
   with pytest.raises(UserError, match='labels'):
     data.Dataset(np.zeros((3, 4, 4, 1), np.float32), np.zeros(2, np.int32), 'bad', 1)
+
+
+# ---------------------------------------------------------------------------------------- fixes: depth
+
+def test_folder_16bit_png_keeps_depth(tmp_path):
+  """A 16-bit grey PNG is scaled by 65535, not binarised; 8-bit images in the same folder keep their values."""
+  from PIL import Image
+  Image.fromarray(np.full((20, 20), 32768, np.uint16)).save(tmp_path / 'half.png')
+  Image.fromarray(np.tile(np.linspace(0, 65535, 20).astype(np.uint16), (20, 1))).save(tmp_path / 'ramp.png')
+  Image.new('L', (20, 20), 128).save(tmp_path / 'grey8.png')
+  assert Image.open(tmp_path / 'half.png').mode == 'I;16'
+  same = data.load('folder', data_dir=str(tmp_path), image_size=20)
+  np.testing.assert_allclose(same.x[1], 32768 / 65535, atol=1e-6)  # sorted: grey8, half, ramp
+  np.testing.assert_allclose(same.x[2, 0, :, 0], np.linspace(0, 65535, 20).astype(np.uint16) / 65535, atol=1e-6)
+  assert same.x[0].max() == np.float32(128) / np.float32(255.0)  # 8-bit: exactly as before
+  small = data.load('folder', data_dir=str(tmp_path), image_size=10)
+  assert small.x.shape == (3, 10, 10, 1)
+  np.testing.assert_allclose(small.x[1], 0.5, atol=1e-3)
+  row = small.x[2, 5, :, 0]
+  assert (np.diff(row) > 0).all() and row[0] < 0.1 and row[-1] > 0.9  # still a gradient after resizing
+
+
+@pytest.mark.parametrize('array, expected', [
+    (np.array([[0, 65535], [32768, 0]], np.int32), [[0, 1], [32768 / 65535, 0]]),  # mode 'I'
+    (np.array([[0, 1], [0.25, 0]], np.float32), [[0, 1], [0.25, 0]]),  # mode 'F'
+])
+def test_grey_wide_modes(array, expected):
+  from PIL import Image
+  np.testing.assert_allclose(data._grey(Image.fromarray(array), 2, Path('x.png')), expected, atol=1e-6)
+
+
+def test_grey_out_of_range_is_user_error():
+  from PIL import Image
+  with pytest.raises(UserError, match='x.png'):
+    data._grey(Image.fromarray(np.array([[0, 70000]], np.int32)), 2, Path('x.png'))
+
+
+# ------------------------------------------------------------------------------------- fixes: labels CSV
+
+def _labelled(tmp_path: Path, text: str, **open_args) -> data.Dataset:
+  _write_images(tmp_path)
+  csv_path = tmp_path / 'labels.csv'
+  csv_path.write_text(text, **open_args)
+  return data.load('folder', data_dir=str(tmp_path), image_size=8, labels_csv=str(csv_path))
+
+
+def test_csv_integer_labels_compare_as_integers(tmp_path):
+  ds = _labelled(tmp_path, 'filename,label\na.png,01\nb.png,1\nc.png,10\n')
+  assert ds.num_classes == 2
+  np.testing.assert_array_equal(ds.y, [0, 0, 1])
+
+
+def test_csv_empty_label_refused(tmp_path):
+  with pytest.raises(UserError) as info:
+    _labelled(tmp_path, 'filename,label\na.png,1\nb.png,\nc.png, \n')
+  msg = str(info.value)
+  assert 'labels.csv' in msg and 'b.png' in msg and 'c.png' in msg and 'a.png' not in msg
+
+
+def test_csv_conflicting_duplicate_refused(tmp_path):
+  with pytest.raises(UserError) as info:
+    _labelled(tmp_path, 'filename,label\na.png,1\nb.png,2\nc.png,1\nb.png,3\n')
+  assert 'labels.csv' in str(info.value) and 'b.png' in str(info.value)
+
+
+def test_csv_identical_duplicate_accepted(tmp_path):
+  ds = _labelled(tmp_path, 'filename,label\na.png,1\nb.png,2\nc.png,1\nb.png,2\n')
+  np.testing.assert_array_equal(ds.y, [0, 1, 0])
+
+
+def test_csv_bom_and_spaces(tmp_path):
+  text = '\ufefffilename, label\r\n a.png , dog\r\nb.png,cat \r\nc.png,dog\r\n,\r\n'  # BOM, spaces, empty row
+  ds = _labelled(tmp_path, text, encoding='utf-8')
+  np.testing.assert_array_equal(ds.y, [1, 0, 1])
+
+
+def test_csv_not_utf8_is_user_error(tmp_path):
+  with pytest.raises(UserError, match='labels.csv'):
+    _labelled(tmp_path, 'filename,label\na.png,chien\nb.png,ch\xe2t\nc.png,chien\n', encoding='latin-1')
+
+
+# ------------------------------------------------------------------------------------- fixes: IDX sets
+
+def test_partial_idx_folder_names_missing_files(mnist_copy, monkeypatch):
+  """Some IDX files present, others not: say which at once, instead of falling through to tfds."""
+  calls = []
+  monkeypatch.setattr(data, '_tfds_arrays', lambda *a: calls.append(a))  # data's except would swallow a raise
+  monkeypatch.setenv('UDL_DATA_DIR', str(mnist_copy.parent))
+  (mnist_copy / 't10k-images-idx3-ubyte.gz').unlink()
+  (mnist_copy / 'train-labels-idx1-ubyte.gz').unlink()
+  with pytest.raises(UserError) as info:
+    data.load('mnist')
+  msg = str(info.value)
+  assert str(mnist_copy) in msg and 't10k-images-idx3-ubyte' in msg and 'train-labels-idx1-ubyte' in msg
+  assert 'train-images' not in msg and 't10k-labels' not in msg
+  assert calls == []
+
+
+# -------------------------------------------------------------------------------------- fixes: tfds note
+
+def test_tfds_failure_cut_at_word(monkeypatch):
+  monkeypatch.delenv('UDL_DATA_DIR', raising=False)
+  words = [f'w{i:05d}' for i in range(100)]
+
+  def offline(name, split):
+    raise ConnectionError(' '.join(words) + '\nSECOND-LINE details')
+
+  monkeypatch.setattr(data, '_tfds_arrays', offline)
+  with pytest.raises(UserError) as info:
+    data.load('mnist_test')
+  note = str(info.value).split('ConnectionError: ', 1)[1].split(')', 1)[0]
+  assert 'w00000' in note and 'SECOND-LINE' not in note and len(note) <= 210
+  assert note.endswith('...')
+  assert set(note[:-3].split()) <= set(words)  # whole words only

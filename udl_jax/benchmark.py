@@ -15,19 +15,17 @@ same config joins its table. Each process rewrites the table from every seed fol
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import json
-import shutil
 import time
+import zipfile
 from pathlib import Path
-from typing import Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
-                     parallel, plots, results, train)
+                     parallel, plots, records, results, train)
 from udl_jax.errors import UserError
 
 
@@ -64,8 +62,25 @@ class SeedRun:
     self.n_clusters = config.n_clusters or dataset.num_classes
     self._ae = None
 
+  def _finished_autoencoder(self) -> tuple[dict, float] | None:
+    """The saved final params and pretraining seconds of a finished pretraining, or None."""
+    ae_dir = self.dir / 'ae'
+    done = (ae_dir / 'params').exists() and (ae_dir / 'metrics.jsonl').exists()
+    if not parallel.computed_on_main(lambda: np.asarray(done), np.asarray(False)):
+      return None
+    try:
+      params = checkpoint.load_tree(ae_dir / 'params')
+      seconds = sum(h['seconds'] for h in results.read_jsonl(ae_dir / 'metrics.jsonl'))
+    except (UserError, ValueError, KeyError) as e:
+      log.info('seed %d: the finished autoencoder in %s is unreadable (%s); resuming its training instead',
+               self.seed, ae_dir, e)
+      return None
+    return params, float(seconds)
+
   def autoencoder(self) -> tuple[dict, float]:
     """(params, pretraining seconds), training or resuming as needed."""
+    if self._ae is None:
+      self._ae = self._finished_autoencoder()
     if self._ae is None:
       cfg = self.config.pretrain
       x_fit = self.x[self.fit_idx]
@@ -73,21 +88,41 @@ class SeedRun:
       state, history = train.fit(self.config.model.name, self.model, self.config.model, cfg, x_fit[tr],
                                  x_fit[va] if len(va) else None, self.seed, self.dir / 'ae' / 'checkpoints',
                                  self.mesh)
-      results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)
       params = jax.device_get(state.params)
       checkpoint.save_tree(self.dir / 'ae' / 'params', params)
+      results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)  # last: it marks pretraining finished
       self._ae = params, float(sum(h['seconds'] for h in history))
     return self._ae
 
+  def _saved_kmeans(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+      with np.load(path) as saved:
+        return saved['labels'], saved['centres']
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+      log.info('seed %d: %s is unreadable (%s: %s); computing the k-means again', self.seed, path,
+               type(e).__name__, e)
+      return None
+
   def ae_kmeans(self) -> tuple[np.ndarray, np.ndarray]:
-    """k-means (n_init from the config) on the embedding of the fit set: (labels, centres), cached."""
+    """k-means (n_init from the config) on the embedding of the fit set: (labels, centres), cached.
+
+    Process 0 computes it (or reads the cache) and broadcasts it: every process starts DEC from the same centres.
+    """
     path = self.dir / 'ae_kmeans.npz'
-    if path.exists():
-      saved = np.load(path)
-      return saved['labels'], saved['centres']
     params, _ = self.autoencoder()
-    z = train.embed(self.model, params, self.x[self.fit_idx])
-    labels, centres = clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init)
+    dim = jax.eval_shape(lambda: self.model.apply(params, self.x[:1], method=self.model.encode)).shape[-1]
+    like = (np.zeros(len(self.fit_idx), np.int32), np.zeros((self.n_clusters, dim), np.float32))
+
+    def read_cache():
+      saved = self._saved_kmeans(path) if path.exists() else None
+      return (np.asarray(saved is not None), *(saved or like))
+
+    found, labels, centres = parallel.computed_on_main(read_cache, (np.asarray(False), *like))
+    if found:
+      return labels, centres
+    z = train.embed(self.model, params, self.x[self.fit_idx], self.mesh)
+    labels, centres = parallel.computed_on_main(
+        lambda: clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init), like)
     results.write_npz(path, labels=labels, centres=centres)
     return labels, centres
 
@@ -105,20 +140,21 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
   confidence = None
   if method == 'kmeans':
     flat = run.dataset.flat
-    labels, centres = clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init)
+    like = (np.zeros(len(run.fit_idx), np.int32), np.zeros((run.n_clusters, flat.shape[1]), np.float32))
+    labels, centres = parallel.computed_on_main(
+        lambda: clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init), like)
     eval_labels = nearest_centre(flat[run.eval_idx], centres) if holdout else labels
   elif method == 'ae_kmeans':
     params, row['pretrain_seconds'] = run.autoencoder()
     t0 = time.perf_counter()
     labels, centres = run.ae_kmeans()
-    eval_labels = nearest_centre(train.embed(run.model, params, run.x[run.eval_idx]), centres) if holdout \
-        else labels
+    eval_labels = nearest_centre(train.embed(run.model, params, run.x[run.eval_idx], run.mesh), centres) \
+        if holdout else labels
   else:
     params, row['pretrain_seconds'] = run.autoencoder()
     init = run.ae_kmeans()
     t0 = time.perf_counter()
-    kwargs = config.cluster.method_kwargs.get(method, {}) if 'method_kwargs' in config.cluster else {}
-    method_obj = methods.get(method, **dict(kwargs))
+    method_obj = methods.get(method, **dict(udl_config.method_kwargs(config.cluster, method)))
     y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
     cluster_cfg = udl_config.method_cluster_block(config.cluster, method)
     result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj, cluster_cfg,
@@ -128,11 +164,8 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
     row['iterations'] = result.iterations
     # Compute time of the whole clustering phase, also when this process resumed it half-way.
     row['seconds'] = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
-    if holdout:
-      q, _ = dec.make_predict(run.model, config.cluster.alpha)(result.params, jnp.asarray(run.x[run.eval_idx]))
-      q = np.asarray(q)
-    else:
-      q = result.q
+    q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx], cluster_cfg.alpha, run.mesh)[0] \
+        if holdout else result.q
     eval_labels, confidence = q.argmax(1).astype(np.int32), q.max(1)
   row.setdefault('seconds', time.perf_counter() - t0)
   row.update(run.score(eval_labels))
@@ -181,63 +214,51 @@ def import_plugins(modules: str) -> None:
                       'current directory or the installed packages') from e
 
 
-def _stale_methods(config, path: Path) -> list[str]:
-  """Clustering methods whose settings changed since the run in this workdir: their trials are redone.
+# What may change between two runs in one workdir: which trials to run, when to save, and the clustering
+# settings of the methods (their trials are redone). k-means' n_init decides AE+KMeans and every method's start.
+def _may_change(config) -> tuple[str, ...]:
+  cluster = tuple(f'cluster.{k}' for k in config.cluster if k != 'kmeans_n_init')
+  return records.SELECTION_KEYS + ('pretrain.checkpoint_every',) + cluster
 
-  Only the clustering phase may change between two runs in one workdir (and seeds and methods): the saved
-  autoencoders and k-means starts are reused. Any other change would mix incomparable trials: refused.
+
+def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> None:
+  """Checks that `config` may run in `workdir` and records it there.
+
+  Every process reads the workdir before process 0 changes anything in it (the barrier), so all agree.
   """
-  if not path.exists():
-    return []
-  before, now = json.loads(path.read_text()), json.loads(json.dumps(config.to_dict(), default=str))
-  changed = sorted(k for k in set(before) & set(now) if k not in ('seeds', 'first_seed', 'methods', 'cluster')
-                   and before[k] != now[k])
-  if before.get('cluster', {}).get('kmeans_n_init') != now['cluster']['kmeans_n_init']:
-    changed.append('cluster.kmeans_n_init')
-  if changed:
-    raise UserError(f'{path.parent} holds a run with different settings ({", ".join(changed)}); use a new '
-                    '--workdir, or the same config (only seeds, methods and the clustering settings of the '
-                    'methods may change when resuming)')
-  old_cluster = {**udl_config.LEGACY_CLUSTER_DEFAULTS, **before.get('cluster', {})}
-  return [m for m in methods.names() if udl_config.method_settings(old_cluster, m)
-          != udl_config.method_settings(now['cluster'], m)]
+  finished = records.read_all(workdir)
+  start_over = records.check_resumable(workdir, config, _may_change(config), 'seeds, methods, imports and the '
+                                       'clustering settings of the methods', has_finished_work=bool(finished))
+  legacy_cluster = {**udl_config.LEGACY_CLUSTER_DEFAULTS, **(records.saved_config(workdir) or {}).get('cluster', {})}
+  parallel.barrier('read the workdir')
+  if not parallel.is_main_process():
+    return
+  with records.workdir_lock(workdir):
+    records.remove_stale_temporaries(workdir)
+    if start_over:
+      records.discard_unfinished(workdir)
+    # Seeds recorded before methods.json: their trials were made with the saved config's cluster block.
+    for seed in {r['seed'] for r in finished}:
+      records.record_legacy_settings(workdir / f'seed_{seed}', legacy_cluster)
+    results.write_json(workdir / 'config.json', config.to_dict())
+    results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
 
 
-def read_all_trials(workdir: Path) -> list[dict]:
-  """Every finished trial in `workdir`, from the seed folders' trials.csv files.
+def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> list[str]:
+  """The requested methods seed still needs, after redoing those whose clustering settings changed.
 
-  Workdirs from before per-seed records kept only the top-level trials.csv: rows of a seed folder that has no
-  record yet are moved into it first (rows of a deleted seed folder are dropped: that seed runs again).
+  Decided by process 0 (holding the seed's lock) and broadcast, so every process runs the same trials.
   """
-  legacy = {}
-  for row in results.read_trials(workdir / 'trials.csv'):
-    legacy.setdefault(row['seed'], []).append(row)
-  for seed, rows in legacy.items():
-    seed_dir = workdir / f'seed_{seed}'
-    if seed_dir.is_dir() and not (seed_dir / 'trials.csv').exists():
-      results.write_trials(seed_dir / 'trials.csv', rows)
-  return [r for path in sorted(workdir.glob('seed_*/trials.csv')) for r in results.read_trials(path)]
-
-
-def record_trials(workdir: Path, seeds: Iterable[int], rows: list[dict]) -> None:
-  """Writes the records of `seeds` (their rows in `rows`), then the top-level union of every seed's, once."""
-  for seed in seeds:
-    results.write_trials(workdir / f'seed_{seed}' / 'trials.csv', [r for r in rows if r['seed'] == seed])
-  results.write_trials(workdir / 'trials.csv', read_all_trials(workdir))
-
-
-def _forget_trials(workdir: Path, rows: list[dict], stale: list[str]) -> list[dict]:
-  """Drops the trials of `stale` methods: rows first (atomically), then their checkpoints and labels."""
-  kept = [r for r in rows if r['method'] not in stale]
-  if len(kept) < len(rows):
-    log.info('clustering settings of %s changed: their %d trials are redone from the saved autoencoders',
-             ', '.join(sorted({r['method'] for r in rows} & set(stale))), len(rows) - len(kept))
-  record_trials(workdir, {r['seed'] for r in rows}, kept)
-  for method in stale:
-    for seed_dir in workdir.glob('seed_*'):
-      shutil.rmtree(seed_dir / method, ignore_errors=True)
-      (seed_dir / f'{method}_labels.npz').unlink(missing_ok=True)
-  return kept
+  def decide():
+    stale = records.stale_methods(workdir, seed, method_names, config.cluster.to_dict())
+    if stale:
+      log.info('seed %d: clustering settings of %s changed: those trials are redone from the saved '
+               'autoencoder', seed, ', '.join(stale))
+      records.forget_trials(workdir, seed, stale)
+    done = {r['method'] for r in records.read_seed(workdir, seed)}
+    return np.asarray([m not in done for m in method_names])
+  todo = parallel.computed_on_main(decide, np.zeros(len(method_names), bool))
+  return [m for m, wanted in zip(method_names, todo) if wanted]
 
 
 def _span(seeds: list[int]) -> str:
@@ -245,7 +266,11 @@ def _span(seeds: list[int]) -> str:
 
 
 def run(config, workdir: str | Path) -> dict:
-  """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary."""
+  """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary.
+
+  Several processes may share a workdir: each seed is worked on by one at a time (its lock), and the records
+  merge. In a multi-process (multi-host) run, process 0 does every file write and takes the locks.
+  """
   import_plugins(config.get('imports', ''))
   udl_config.validate(config)
   if config.distributed:
@@ -253,35 +278,37 @@ def run(config, workdir: str | Path) -> dict:
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   dataset = load_dataset(config)
-  if not (config.n_clusters or dataset.num_classes):
-    raise UserError(f'{config.dataset} has no labels: set --config.n_clusters to the number of clusters wanted')
-  stale = _stale_methods(config, workdir / 'config.json')
-  rows = read_all_trials(workdir)
-  if stale:
-    rows = _forget_trials(workdir, rows, stale)
-  results.write_json(workdir / 'config.json', config.to_dict())
-  results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
   mesh = parallel.make_mesh()
+  udl_config.validate_for_data(config, dataset, mesh.devices.size)
+  _prepare_workdir(config, workdir, dataset)
+  main = parallel.is_main_process()
   method_names = udl_config.method_list(config)
   seeds = list(range(config.first_seed, config.first_seed + config.seeds))
   wanted = {(s, m) for s in seeds for m in method_names}
-  finished = {(r['seed'], r['method']) for r in rows} & wanted
+  done = len({(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted)
   t_start = time.perf_counter()
   log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done', config.dataset,
-           len(dataset), _span(seeds), ','.join(method_names), config.protocol, len(finished), len(wanted))
+           len(dataset), _span(seeds), ','.join(method_names), config.protocol, done, len(wanted))
   for seed in seeds:
-    seed_run = SeedRun(config, dataset, seed, workdir, mesh)
-    for method in method_names:
-      if (seed, method) in finished:
-        continue
-      row, _, _ = run_trial(seed_run, method)
-      rows.append(row)
-      record_trials(workdir, [seed], rows)
-      finished.add((seed, method))
-      scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
-      log.info('trial %d/%d seed %d %s: %s (%.1f s)', len(finished), len(wanted), seed, method, scores,
-               row['seconds'])
+    with records.seed_lock(workdir, seed) if main else contextlib.nullcontext():
+      if main:
+        records.remove_stale_temporaries(workdir / f'seed_{seed}')
+      todo = _methods_to_run(config, workdir, seed, method_names)
+      seed_run = SeedRun(config, dataset, seed, workdir, mesh)
+      for method in todo:
+        row, _, _ = run_trial(seed_run, method)
+        settings = None if method in ('kmeans', 'ae_kmeans') else \
+            udl_config.method_settings(config.cluster.to_dict(), method)
+        if main:
+          records.add_trial(workdir, row, settings)
+        done += 1
+        scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+        log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), seed, method, scores, row['seconds'])
+    if main and todo:
+      records.write_union(workdir)
+  parallel.barrier('trials done')
   # Re-read: processes running other seeds in this workdir may have finished trials meanwhile.
-  payload = write_outputs(config, dataset, workdir, read_all_trials(workdir), time.perf_counter() - t_start)
-  log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
+  payload = write_outputs(config, dataset, workdir, records.read_all(workdir), time.perf_counter() - t_start)
+  if main:
+    log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
   return payload

@@ -1,18 +1,33 @@
 """The one place that talks to orbax: save and restore a pytree plus JSON metadata, atomically.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a kill while saving leaves
-the previous checkpoint as the latest loadable one.
+the previous checkpoint as the latest loadable one (and a `<step>.orbax-checkpoint-tmp-*` folder, which the
+manager deletes when it is next created). A step that is complete but later damaged (a truncated file, a full
+disk) is moved aside to `<checkpoints dir>.damaged/` and the run resumes from the step before it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import os
+import shutil
+import sys
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from udl_jax import log
+from udl_jax.errors import UserError
 
 
 def manager(directory: str | Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False)
+  # cleanup_tmp_directories: without it, the folders of saves killed midway pile up (orbax skips them).
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
@@ -22,14 +37,82 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
   mngr.wait_until_finished()
 
 
+def _reason(e: BaseException) -> str:
+  """`Type: first line` of the root cause: orbax wraps TensorStore's clear error in a 60-line one."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  lines = str(e).strip().splitlines()
+  first = lines[0] if lines else ''
+  return f'{type(e).__name__}: {first[:300]}' if first else type(e).__name__
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """Drops orbax's 60-line 'Exception ignored in: <coroutine ...>' reports after a failed read.
+
+  Orbax 0.12 (serialization._read_array_index_and_device_put) turns the GeneratorExit that closes its other,
+  abandoned read coroutines into an Exception; Python can only print those. The real error is raised anyway.
+  """
+  hook = sys.unraisablehook
+
+  def quiet(u):
+    if not isinstance(getattr(u.exc_value, '__cause__', None), GeneratorExit):
+      hook(u)
+
+  sys.unraisablehook = quiet
+  try:
+    yield
+  finally:
+    gc.collect()  # the abandoned coroutines are closed when collected: do it while the filter is on
+    sys.unraisablehook = hook
+
+
+def _move_aside(step_dir: Path) -> Path:
+  """Moves a step out of the manager's folder, to `<dir>.damaged/<step>` (`<step>.1`, ... if taken)."""
+  target = step_dir.parent.with_name(step_dir.parent.name + '.damaged') / step_dir.name
+  if jax.process_index() == 0:  # one process moves (the others wait at the barrier in restore_latest)
+    n = 0
+    while target.exists():
+      n += 1
+      target = target.with_name(f'{step_dir.name}.{n}')
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(step_dir, target)
+  return target
+
+
 def restore_latest(mngr: ocp.CheckpointManager, template):
-  """(state, meta) of the newest checkpoint, arrays placed like `template`'s; None when there is none."""
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
-                                                        meta=ocp.args.JsonRestore()))
-  return restored['state'], restored['meta']
+  """(state, meta) of the newest readable checkpoint, arrays placed like `template`'s; None when there is none.
+
+  Unreadable steps newer than it are moved aside (and logged), so the run resumes as if they had never been
+  written. When no step is readable at all this raises a UserError and moves nothing: that is what a changed
+  model or config (a template that fits no checkpoint) or an unreachable disk looks like, and starting afresh
+  would silently discard the run.
+  """
+  failed = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    with _quiet_abandoned_reads():  # around the except too: the exception keeps the coroutines alive
+      try:
+        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
+                                                              meta=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - orbax, TensorStore and json all raise their own types
+        failed.append((step, _reason(e)))
+        continue
+    if failed:
+      directory = Path(os.fspath(mngr.directory))
+      for bad, reason in failed:
+        moved = _move_aside(directory / str(bad))
+        log.info('checkpoint %s cannot be restored (%s); moved it to %s and resuming from step %d',
+                 directory / str(bad), reason, moved, step)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('udl_jax.checkpoint.moved_aside')
+      mngr.reload()  # orbax caches its step list
+    return restored['state'], restored['meta']
+  if failed:
+    steps = ', '.join(str(s) for s, _ in failed)
+    raise UserError(f'{mngr.directory}: no checkpoint can be restored (steps {steps}; step {failed[0][0]}: '
+                    f'{failed[0][1]}). If the model or settings changed, use a new work folder; otherwise '
+                    f'move {mngr.directory} away (or delete it) to start this run afresh.')
+  return None
 
 
 def save_tree(path: str | Path, tree) -> None:
@@ -39,9 +122,18 @@ def save_tree(path: str | Path, tree) -> None:
 
 
 def load_tree(path: str | Path):
-  """The pytree written by `save_tree`, as host arrays, no template needed."""
+  """The pytree written by `save_tree`, as host arrays, no template needed.
+
+  Missing: FileNotFoundError with `.filename` set (callers name the missing file). Present but unreadable: a
+  UserError, since the fix is to delete it and re-run the step that writes it.
+  """
   path = Path(path).absolute()
   if not path.exists():
-    raise FileNotFoundError(path)
-  with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+  with _quiet_abandoned_reads():
+    try:
+      with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(path)
+    except Exception as e:  # noqa: BLE001 - orbax, TensorStore and json all raise their own types
+      reason = _reason(e)  # not chained: the exception would keep orbax's coroutines alive
+  raise UserError(f'{path}: cannot be read ({reason}); it is damaged: delete it and re-run to have it recomputed')

@@ -76,6 +76,11 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}
 
 
+def method_kwargs(cluster, method: str) -> dict:
+  """The hyperparameters of `method` (`cluster.method_kwargs[method]`), as a plain dict."""
+  return dict(cluster.get('method_kwargs', {}).get(method, {}))
+
+
 def method_settings(cluster: dict, method: str) -> dict:
   """Everything that decides `method`'s clustering phase (its resolved cluster block and its hyperparameters),
   as a plain dict: two runs whose settings are equal give the same trials from the same autoencoder."""
@@ -135,9 +140,11 @@ def _check_optimizer(label: str, block) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Names and ranges that would otherwise fail deep inside JAX, checked up front."""
+  """Names, ranges and combinations that would otherwise fail deep inside JAX or scikit-learn, checked before
+  any work starts (the data-dependent ones are in `validate_for_data`)."""
   _check(config.dataset in data.NAMES, f"unknown dataset '{config.dataset}'; valid: {', '.join(data.NAMES)}")
   _check(config.dataset != 'folder' or bool(config.data_dir), 'dataset=folder needs --config.data_dir=FOLDER')
+  _check(config.image_size >= 2, f'image_size must be >= 2, got {config.image_size}')
   _check(config.model.name in models.MODEL_NAMES,
          f"unknown model '{config.model.name}'; valid: {', '.join(models.MODEL_NAMES)}")
   for block in ('pretrain', 'train'):
@@ -145,25 +152,71 @@ def validate(config: ml_collections.ConfigDict) -> None:
       b = config[block]
       _check(b.epochs >= 1, f'{block}.epochs must be >= 1, got {b.epochs}')
       _check(b.batch_size >= 1, f'{block}.batch_size must be >= 1, got {b.batch_size}')
+      _check(b.checkpoint_every >= 1, f'{block}.checkpoint_every must be >= 1 (epochs), got {b.checkpoint_every}')
+      _check(b.patience >= 0, f'{block}.patience must be >= 0, got {b.patience}')
       _check_optimizer(block, b)
       _check(0 <= b.val_fraction < 1, f'{block}.val_fraction must be in [0, 1)')
+  if 'seeds' in config:
+    _check(config.seeds >= 1, f'seeds must be >= 1, got {config.seeds}')
+    _check(config.first_seed >= 0, f'first_seed must be >= 0, got {config.first_seed}')
+  if 'n_clusters' in config:
+    _check(config.n_clusters == 0 or config.n_clusters >= 2,
+           f'n_clusters must be >= 2 (or 0: the number of classes of the dataset), got {config.n_clusters}')
   if 'cluster' in config:
     c = config.cluster
-    _check(c.update_interval >= 1 and c.maxiter >= 1 and c.batch_size >= 1,
-           'cluster.update_interval, maxiter and batch_size must be >= 1')
-    _check(c.alpha > 0, 'cluster.alpha must be > 0')
-    _check_optimizer('cluster', c)
-    for name in c.get('method_overrides', {}):
-      _check_optimizer(f'cluster.method_overrides.{name}', method_cluster_block(c, name))
+    _check(c.kmeans_n_init >= 1, f'cluster.kmeans_n_init must be >= 1, got {c.kmeans_n_init}')
+    for name in ('',) + tuple(c.get('method_overrides', {})):
+      label = f'cluster.method_overrides.{name}' if name else 'cluster'
+      b = method_cluster_block(c, name) if name else c
+      _check(b.update_interval >= 1 and b.maxiter >= 1 and b.batch_size >= 1,
+             f'{label}: update_interval, maxiter and batch_size must be >= 1')
+      _check(b.checkpoint_every >= 1, f'{label}.checkpoint_every must be >= 1 (target updates)')
+      _check(b.alpha > 0, f'{label}.alpha must be > 0')
+      _check(0 <= b.tol < 1, f'{label}.tol must be in [0, 1)')
+      _check_optimizer(label, b)
   if 'methods' in config:
     known = ('kmeans', 'ae_kmeans') + methods.names()
     for m in _as_list(config.methods):
       _check(m in known, f"unknown method '{m}'; valid: {', '.join(known)}")
+      if m in methods.names():
+        method = methods.get(m, **method_kwargs(config.cluster, m))
+        _check(not (method.needs_decoder and config.model.name == 'vae'),
+               f"method '{m}' trains the decoder's reconstruction, which model vae does not have; use "
+               'model.name=ae (or drop the method)')
   if 'protocol' in config:
     _check(config.protocol in ('transductive', 'holdout'),
            f"protocol must be transductive or holdout, got '{config.protocol}'")
     _check(0 < config.holdout_fraction < 1, 'holdout_fraction must be in (0, 1)')
   _check(config.dtype in ('float32', 'bfloat16'), f"dtype must be float32 or bfloat16, got '{config.dtype}'")
+
+
+def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, devices: int) -> None:
+  """What depends on the loaded data and the devices: cluster count and batch sizes against sample counts.
+
+  Mirrors how the run splits the data (holdout split, then the validation split), so that nothing fails after
+  an earlier phase already ran.
+  """
+  n = len(dataset)
+  n_fit = n - int(round(n * config.holdout_fraction)) if config.get('protocol') == 'holdout' else n
+  if 'n_clusters' in config:
+    k = config.n_clusters or dataset.num_classes
+    _check(bool(k), f'{dataset.name} has no labels: set --config.n_clusters to the number of clusters wanted')
+    _check(k <= n_fit, f'n_clusters {k} is more than the {n_fit} samples to cluster')
+  block_name = 'pretrain' if 'pretrain' in config else 'train'
+  b = config[block_name]
+  n_val = int(round(n_fit * b.val_fraction))
+  _check(b.batch_size <= n_fit - n_val, f'{block_name}.batch_size {b.batch_size} is larger than the '
+         f'{n_fit - n_val} training samples; lower it')
+  _check(b.batch_size % devices == 0, f'{block_name}.batch_size {b.batch_size} must be a multiple of the '
+         f'{devices} devices it is split across')
+  _check(n_val == 0 or n_val >= devices, f'{block_name}.val_fraction leaves {n_val} validation samples, fewer '
+         f'than the {devices} devices; raise it or set it to 0')
+  if 'cluster' in config:
+    for m in [m for m in method_list(config) if m in methods.names()]:
+      size = method_cluster_block(config.cluster, m).batch_size
+      _check(size <= n_fit, f'cluster batch_size {size} of {m} is larger than the {n_fit} samples to cluster')
+      _check(size % devices == 0, f'cluster batch_size {size} of {m} must be a multiple of the {devices} '
+             'devices it is split across')
 
 
 def _as_list(value) -> list[str]:

@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -102,24 +103,30 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
   return None
 
 
-def _load_idx_split(folder: Path, family: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _idx_stems(split: str) -> tuple[str, str]:
   prefix = 'train' if split == 'train' else 't10k'
-  arrays = []
-  for kind in ('images-idx3-ubyte', 'labels-idx1-ubyte'):
-    stem = f'{prefix}-{kind}'
-    path = _find_idx(folder, stem)
-    if path is None:
-      raise UserError(f'{folder}: {stem}.gz is missing')
-    arrays.append(read_idx(path, _IDX_SHA256[family][stem]))
-  images, labels = arrays
+  return f'{prefix}-images-idx3-ubyte', f'{prefix}-labels-idx1-ubyte'
+
+
+def _load_idx_split(folder: Path, family: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  images, labels = (read_idx(_find_idx(folder, stem), _IDX_SHA256[family][stem]) for stem in _idx_stems(split))
   if len(images) != len(labels):
     raise UserError(f'{folder}: {len(images)} {split} images but {len(labels)} labels')
   return images, labels
 
 
 def _idx_folder_ok(folder: Path, splits: tuple[str, ...]) -> bool:
-  stems = ['train-images-idx3-ubyte' if s == 'train' else 't10k-images-idx3-ubyte' for s in splits]
-  return folder.is_dir() and all(_find_idx(folder, stem) is not None for stem in stems)
+  """Whether `folder` holds every IDX file of `splits`; False when it holds none.
+
+  A partial set is refused here, at once: falling through to tfds would stall offline and then blame the
+  wrong place, and another folder's copy would hide the user's mistake.
+  """
+  stems = [stem for split in splits for stem in _idx_stems(split)]
+  missing = [stem for stem in stems if _find_idx(folder, stem) is None]
+  if missing and len(missing) < len(stems):
+    raise UserError(f'{folder}: holds some IDX files but not {", ".join(f"{m}.gz" for m in missing)}; '
+                    'put the missing files there (from the same download as the others) or remove the rest')
+  return not missing
 
 
 def _from_uint8(images: np.ndarray, labels: np.ndarray | None, name: str, num_classes=10) -> Dataset:
@@ -138,6 +145,15 @@ def _tfds_arrays(tfds_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   images = np.stack([np.asarray(e['image']) for e in examples]).astype(np.uint8)
   labels = np.asarray([e['label'] for e in examples], np.int32)
   return images, labels
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+  """The first line of an error, cut at a word (tfds errors can run to pages of retries)."""
+  line = text.strip().split('\n', 1)[0]
+  if len(line) <= limit:
+    return line
+  space = line.rfind(' ', limit // 2, limit)
+  return line[:space if space > 0 else limit].rstrip() + '...'
 
 
 def _candidate_folders(folder_name: str, data_dir: str | None) -> list[Path]:
@@ -164,7 +180,8 @@ def _load_idx_family(family: str, name: str, splits: tuple[str, ...], data_dir: 
       parts = [_tfds_arrays(family, s) for s in splits]
       return _from_uint8(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), name)
     except Exception as e:  # noqa: BLE001 - any tfds failure becomes the one clear message below
-      tfds_note = f'TensorFlow Datasets could not provide it either ({type(e).__name__}: {str(e)[:200]})'
+      reason = _first_line(str(e))
+      tfds_note = f'TensorFlow Datasets could not provide it either ({type(e).__name__}: {reason})'
   else:
     tfds_note = 'TensorFlow Datasets was not tried because data_dir was given explicitly'
   looked = ', '.join(str(p) for p in places) or '(no data_dir and no $UDL_DATA_DIR set)'
@@ -230,17 +247,51 @@ def _load_usps(name: str, data_dir: str | None) -> Dataset:
 # -------------------------------------------------------------------------------------------- image folder
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+# Full scale of the PIL modes wider than 8 bits ('I' is how PIL may hold a 16-bit PNG; 'F' is taken as [0, 1]).
+_WIDE_MODES = {'I;16': 65535, 'I;16B': 65535, 'I;16L': 65535, 'I;16N': 65535, 'I': 65535, 'F': 1.0}
 
 
-def _read_label_csv(path: Path) -> dict[str, str]:
+def _grey(im, size: int, path: Path) -> np.ndarray:
+  """`im` as a grey (size, size) float32 array in [0, 1]; wide modes are read at full depth, as convert('L')
+  would clip them (a 16-bit PNG becomes almost binary)."""
+  from PIL import Image
+  full = _WIDE_MODES.get(im.mode)
+  if full is None:
+    return np.asarray(im.convert('L').resize((size, size), Image.BILINEAR)).astype(np.float32) / 255.0
+  values = np.asarray(im, np.float32)
+  if not (np.isfinite(values).all() and 0 <= values.min() and values.max() <= full):
+    raise UserError(f'{path}: {im.mode} image with values outside [0, {full:g}]; save it as 8- or 16-bit grey')
+  return np.asarray(Image.fromarray(values / np.float32(full)).resize((size, size), Image.BILINEAR))
+
+
+def _read_label_csv(path: Path) -> dict[str, int | str]:
+  """filename -> label; labels are ints when every label is an integer, so that `01` and `1` are one class.
+
+  'utf-8-sig' reads the byte-order mark spreadsheets write; cells are stripped of surrounding spaces.
+  """
   try:
-    with open(path, newline='') as f:
-      rows = list(csv.DictReader(f))
-  except OSError as e:
-    raise UserError(f'{path}: cannot read labels: {e}') from e
-  if not rows or not {'filename', 'label'} <= set(rows[0]):
+    with open(path, newline='', encoding='utf-8-sig') as f:
+      reader = csv.DictReader(f)
+      header = {k.strip() for k in reader.fieldnames or ()}
+      rows = [(reader.line_num, {k.strip(): (v or '').strip() for k, v in r.items() if isinstance(k, str)})
+              for r in reader]
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise UserError(f'{path}: cannot read labels ({e}); save it as a UTF-8 CSV') from e
+  if not {'filename', 'label'} <= header:
     raise UserError(f'{path}: a labels CSV needs a header with the columns filename,label')
-  return {r['filename']: r['label'] for r in rows}
+  rows = [(n, r) for n, r in rows if any(r.values())]  # rows of empty cells, as spreadsheets export
+  blank = [f"line {n} ({r['filename'] or 'no filename'})" for n, r in rows if not (r['filename'] and r['label'])]
+  if blank:
+    raise UserError(f'{path}: empty filename or label at {", ".join(blank[:5])}'
+                    f'{" and more" if len(blank) > 5 else ""}; fill them in or delete those rows')
+  numeric = all(re.fullmatch(r'[+-]?[0-9]+', r['label']) for _, r in rows)
+  labels: dict[str, int | str] = {}
+  for _, r in rows:
+    name, label = r['filename'], int(r['label']) if numeric else r['label']
+    # A repeat with the same label is harmless (e.g. two exports pasted together); a different one is ambiguous.
+    if labels.setdefault(name, label) != label:
+      raise UserError(f'{path}: {name} is listed twice, with labels {labels[name]} and {label}; keep one row')
+  return labels
 
 
 def load_folder(folder: str | Path, image_size: int = 28, labels_csv: str | Path | None = None,
@@ -257,10 +308,10 @@ def load_folder(folder: str | Path, image_size: int = 28, labels_csv: str | Path
   for p in files:
     try:
       with Image.open(p) as im:
-        images.append(np.asarray(im.convert('L').resize((image_size, image_size), Image.BILINEAR)))
+        images.append(_grey(im, image_size, p))
     except (OSError, UnidentifiedImageError) as e:
       raise UserError(f'{p}: not a readable image: {e}') from e
-  x = np.stack(images).astype(np.float32)[..., None] / 255.0
+  x = np.stack(images)[..., None]
   y, num_classes = None, None
   if labels_csv is not None:
     by_name = _read_label_csv(Path(labels_csv))
@@ -268,8 +319,7 @@ def load_folder(folder: str | Path, image_size: int = 28, labels_csv: str | Path
     if missing:
       raise UserError(f'{labels_csv}: no label for {len(missing)} images, e.g. {missing[:3]}')
     raw = [by_name[p.name] for p in files]
-    numeric = all(r.lstrip('-').isdigit() for r in raw)
-    classes = sorted(set(raw), key=int if numeric else str)
+    classes = sorted(set(raw))  # by integer value when the labels are integers
     y = np.asarray([classes.index(r) for r in raw], np.int32)
     num_classes = len(classes)
   return Dataset(x, y, name, num_classes, tuple(p.name for p in files))

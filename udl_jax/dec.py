@@ -49,17 +49,22 @@ def _forward(model, method: ClusteringMethod, alpha: float):
   return forward
 
 
-def make_predict(model, alpha: float, chunk: int = 4096):
-  """jit(predict(params, x) -> (q, z)) over the full data in fixed-size chunks (one compilation per N)."""
-  def predict(params, x):
-    n = x.shape[0]
-    padded = jnp.pad(x, [(0, -n % chunk)] + [(0, 0)] * (x.ndim - 1))
-    def one(b):
-      z = model.apply(params['ae'], b, method=model.encode)
-      return clustering.soft_assignment(z, params['centres'], alpha), z
-    q, z = jax.lax.map(one, padded.reshape(-1, chunk, *x.shape[1:]))
-    return q.reshape(-1, q.shape[-1])[:n], z.reshape(-1, z.shape[-1])[:n]
-  return jax.jit(predict)
+def make_predict(model, alpha: float, mesh):
+  """jit(predict(params, x) -> (q, z)) over the full data, each device computing its share of the rows."""
+  def predict(params, rows):
+    z = model.apply(params['ae'], rows, method=model.encode)
+    return clustering.soft_assignment(z, params['centres'], alpha), z
+  return parallel.sharded_map(predict, mesh)
+
+
+def predict_on_host(model, params, x: np.ndarray, alpha: float, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+  """(q, z) of a finished model's params ({'ae', 'centres'}) for all of x, as numpy arrays.
+
+  `alpha` must be the method's own (`config.method_cluster_block(cluster, method).alpha`), as it trained with.
+  """
+  mesh = mesh or parallel.make_mesh()
+  q, z = make_predict(model, alpha, mesh)(parallel.replicate(params, mesh), parallel.replicate(x, mesh))
+  return parallel.to_host(q), parallel.to_host(z)
 
 
 def make_train_chunk(model, method: ClusteringMethod, alpha: float, batch_size: int, mesh):
@@ -100,10 +105,14 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   parallel.check_batch_size(cfg.batch_size, mesh)
   if len(x) < cfg.batch_size:
     raise UserError(f'batch_size {cfg.batch_size} is larger than the {len(x)} samples to cluster')
-  x_dev = parallel.replicate(jnp.asarray(x), mesh)
-  predict = make_predict(model, cfg.alpha)
+  x_dev = parallel.replicate(x, mesh)
+  predict = make_predict(model, cfg.alpha, mesh)
+  # Host copies of the labels: replicated, so that every process can read them.
+  hard_labels = jax.jit(lambda q: jnp.argmax(q, axis=1).astype(jnp.int32), out_shardings=parallel.replicated(mesh))
   if init is None:
-    init = clustering.kmeans(embed(model, ae_params, x), n_clusters, seed, cfg.kmeans_n_init)
+    z = embed(model, ae_params, x, mesh)
+    init = parallel.computed_on_main(lambda: clustering.kmeans(z, n_clusters, seed, cfg.kmeans_n_init),
+                                     (np.zeros(len(x), np.int32), np.zeros((n_clusters, z.shape[1]), np.float32)))
   init_labels, init_centres = init
   tx = make_optimizer(cfg)
   # A copy: the training chunks donate their state, and the caller's autoencoder params must survive.
@@ -112,7 +121,8 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   order = jnp.asarray(np.random.default_rng(seed).permutation(len(x)))
   train_chunk = make_train_chunk(model, method, cfg.alpha, cfg.batch_size, mesh)
 
-  saved = {'state': state, 'labels': jnp.asarray(init_labels)}
+  # Labels as a numpy array: host-replicated, which a checkpoint of a multi-process run can hold.
+  saved = {'state': state, 'labels': np.asarray(init_labels, np.int32)}
   meta = {'iteration': 0, 'history': [], 'done': False}
   mngr = checkpoint.manager(ckpt_dir) if ckpt_dir else None
   restored = checkpoint.restore_latest(mngr, saved) if mngr else None
@@ -126,7 +136,7 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
     t0 = time.perf_counter()
     q_dev, _ = predict(state.params, x_dev)
     p_dev = method.target(q_dev)
-    labels = np.asarray(jnp.argmax(q_dev, axis=1))
+    labels = np.asarray(hard_labels(q_dev))
     update_seconds = time.perf_counter() - t0
     delta = float(np.mean(labels != last_labels))
     last_labels = labels
@@ -157,12 +167,12 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
     if mngr and (stop or updates % cfg.checkpoint_every == 0):
       # Keyed by the update count, which grows every pass: the final (stopping) update trains no steps, so
       # keyed by iteration it would collide with the previous save (orbax: StepAlreadyExistsError).
-      checkpoint.save(mngr, updates, {'state': state, 'labels': jnp.asarray(last_labels)}, meta)
+      checkpoint.save(mngr, updates, {'state': state, 'labels': last_labels}, meta)
   if mngr:
     mngr.close()
-  q, z = (np.asarray(a) for a in predict(state.params, x_dev))
+  q, z = (parallel.to_host(a) for a in predict(state.params, x_dev))
   log.info('%s done: %d iterations in %s', method.name, meta['iteration'],
            format_duration(time.perf_counter() - t_start))
-  return ClusteringResult(labels=q.argmax(1).astype(np.int32), q=q, centres=np.asarray(state.params['centres']),
+  return ClusteringResult(labels=q.argmax(1).astype(np.int32), q=q, centres=parallel.to_host(state.params['centres']),
                           embedding=z, init_labels=np.asarray(init_labels), iterations=meta['iteration'],
                           history=meta['history'], params=jax.device_get(state.params))

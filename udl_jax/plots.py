@@ -2,13 +2,12 @@
 
 Numbers (ACC, MSE, PSNR) say how well a run went; these figures say what went wrong. Images are
 float arrays NHWC (or NHW) in [0, 1]. Every function writes its PNG atomically (temp file in the
-same directory, then os.replace), so a crashed or concurrent run never leaves a half-written file.
+same directory, then renamed: `results.write_atomic`), so a crashed or concurrent run never leaves a half-written file.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ matplotlib.use('Agg')
 import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
+
+from udl_jax import results  # noqa: E402
 
 DPI = 120
 _SKIP_KEYS = ('epoch', 'seconds', 'samples_per_s')
@@ -35,17 +36,14 @@ def _as_nhwc(images) -> np.ndarray:
 
 
 def _save(fig, path) -> Path:
-  """Write the figure to path atomically, creating parent dirs, and close it."""
+  """Writes the figure to path atomically (as every result file: only process 0 writes) and closes it."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png')
+  buf = io.BytesIO()
   try:
-    fig.savefig(tmp, dpi=DPI, format='png')
-    os.replace(tmp, path)
+    fig.savefig(buf, dpi=DPI, format='png')
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  results.write_atomic(path, buf.getvalue())
   return path
 
 

@@ -1,6 +1,7 @@
 """Trial rows -> seed-averaged tables (trials.csv, summary.json, table.md), every file written atomically.
 
 A crash or kill never leaves a half-written table: each file is written to a temporary sibling and renamed.
+In a multi-process (multi-host) run only process 0 writes: the other processes' writes are no-ops.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from udl_jax import parallel
+
 METRICS = ('acc', 'nmi', 'ari')
 TRIAL_FIELDS = ('seed', 'method', 'protocol', 'acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
 METHOD_LABELS = {'kmeans': 'KMeans (raw pixels)', 'ae_kmeans': 'AE + KMeans', 'dec': 'DEC', 'idec': 'IDEC'}
 
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:
+  """Writes a temporary sibling, then renames it over `path`; only process 0 of a multi-process run writes."""
+  if not parallel.is_main_process():
+    return
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
@@ -55,6 +61,10 @@ def _jsonable(value):
   if isinstance(value, np.ndarray):
     return value.tolist()
   return str(value)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+  return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def read_trials(path: str | Path) -> list[dict]:

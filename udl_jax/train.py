@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from flax.training import train_state
+from jax.sharding import PartitionSpec as P
 
 from udl_jax import checkpoint, log, losses, models, parallel
 from udl_jax.errors import UserError
@@ -96,13 +97,24 @@ def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool =
   return jax.jit(epoch, donate_argnums=0)
 
 
-def make_evaluate(loss_fn: losses.LossFn, chunk: int) -> Callable:
-  """jit(evaluate(params, x, key) -> mean loss) over full chunks of x (a remainder < chunk is left out)."""
-  def evaluate(params, x, key):
-    n = x.shape[0] // chunk
-    xs = x[:n * chunk].reshape(n, chunk, *x.shape[1:])
-    return jnp.mean(jax.lax.map(lambda b: loss_fn(params, b, key)[0], xs))
-  return jax.jit(evaluate)
+def make_evaluate(loss_fn: losses.LossFn, n: int, mesh, chunk: int = 1024) -> Callable:
+  """jit(evaluate(params, x, key) -> mean loss) over n rows of x, each device scoring its share of them.
+
+  Each device takes n // devices rows and averages the losses of its full chunks (a remainder < chunk is left
+  out, so every chunk weighs the same); the devices' means are averaged.
+  """
+  devices = mesh.devices.size
+  local = n // devices
+  if local == 0:
+    raise UserError(f'the {n} validation samples cannot be split across {devices} devices; raise val_fraction')
+  size = min(local, chunk)
+
+  def local_mean(params, x, key):
+    xs = x[:local // size * size].reshape(-1, size, *x.shape[1:])
+    return jax.lax.pmean(jnp.mean(jax.lax.map(lambda b: loss_fn(params, b, key)[0], xs)), 'data')
+
+  sharded = jax.shard_map(local_mean, mesh=mesh, in_specs=(P(), P('data'), P()), out_specs=P())
+  return jax.jit(lambda params, x, key: sharded(params, x[:local * devices], key))
 
 
 def format_duration(seconds: float) -> str:
@@ -127,10 +139,10 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
   loss_fn = losses.make_loss_fn(model_name, model, model_cfg)
   key = jax.random.key(seed)
   state = parallel.replicate(init_state(model, x_train, make_optimizer(cfg), jax.random.fold_in(key, 0)), mesh)
-  x_train_dev = parallel.replicate(jnp.asarray(x_train), mesh)
-  x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(jnp.asarray(x_val), mesh)
+  x_train_dev = parallel.replicate(x_train, mesh)
+  x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(x_val, mesh)
   train_epoch = make_train_epoch(loss_fn, cfg.batch_size, mesh, scan=epoch_as_scan(model_name))
-  evaluate = make_evaluate(loss_fn, min(len(x_val), 1024)) if x_val_dev is not None else None
+  evaluate = make_evaluate(loss_fn, len(x_val), mesh) if x_val_dev is not None else None
   val_key = jax.random.fold_in(key, 2)
 
   mngr = checkpoint.manager(ckpt_dir) if ckpt_dir else None
@@ -187,12 +199,13 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_encode(model):
-  """One jitted encoder per model, so repeated `embed` calls reuse its compilations."""
-  return jax.jit(lambda p, b: model.apply(p, b, method=model.encode))
+def _sharded_encode(model, mesh):
+  """One jitted, data-sharded encoder per model and mesh, so repeated `embed` calls reuse its compilations."""
+  return parallel.sharded_map(lambda p, b: model.apply(p, b, method=model.encode), mesh)
 
 
-def embed(model, params, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-  """The encoder's output for all of x, in chunks (the embedding k-means and DEC start from)."""
-  encode = _jitted_encode(model)
-  return np.concatenate([np.asarray(encode(params, x[i:i + chunk])) for i in range(0, len(x), chunk)])
+def embed(model, params, x: np.ndarray, mesh=None) -> np.ndarray:
+  """The encoder's output for all of x, each device encoding its share (what k-means and DEC start from)."""
+  mesh = mesh or parallel.make_mesh()
+  return parallel.to_host(_sharded_encode(model, mesh)(parallel.replicate(params, mesh),
+                                                       parallel.replicate(x, mesh)))
