@@ -237,7 +237,7 @@ def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dic
   the host every interval, with labels; without them the metrics are skipped).
   """
   model, (state, x, _, _), y = dec_setup(model_cfg, dtype, n, mesh)
-  predict, method = dec.make_predict(model, 1.0), methods.get('dec')
+  predict, method = dec.make_predict(model, 1.0, mesh), methods.get('dec')
   q, _ = predict(state.params, x)
   loss = jnp.float32(0.5)
 

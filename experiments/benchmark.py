@@ -18,7 +18,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/be
 def main(argv):
   launch.check_no_positional(argv)
   config = _CONFIG.value
-  workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/benchmark_{config.dataset}')
+  workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/benchmark_{config.dataset}', config.distributed)
   benchmark.run(config, workdir)
 
 

@@ -8,7 +8,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from udl_jax import log
+from udl_jax import log, parallel
 from udl_jax.errors import UserError
 
 
@@ -17,9 +17,14 @@ def check_no_positional(argv) -> None:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; options are flags such as --config.seeds=3')
 
 
-def prepare_workdir(path: str) -> Path:
-  """Creates the workdir and mirrors progress lines into WORKDIR/log.txt."""
+def prepare_workdir(path: str, distributed: bool = False) -> Path:
+  """Joins the multi-process job first when `distributed`; then process 0 creates the workdir and mirrors its
+  progress lines into WORKDIR/log.txt (the other processes log warnings to their own stderr only)."""
+  if distributed:
+    parallel.initialize_distributed()
   workdir = Path(path)
+  if not parallel.is_main_process():
+    return workdir
   workdir.mkdir(parents=True, exist_ok=True)
   handler = logging.FileHandler(workdir / 'log.txt')
   handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S'))
@@ -68,4 +73,8 @@ def run(main) -> None:
       main(argv)
     except UserError as e:
       _fail(e)
+    except KeyboardInterrupt:
+      print('\ninterrupted; finished trials and the last checkpoint are kept: re-run the same command to resume',
+            file=sys.stderr)
+      sys.exit(130)
   app.run(guarded, flags_parser=_parse_flags)

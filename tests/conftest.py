@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -58,3 +59,15 @@ def digits():
   """scikit-learn's 8x8 digits (1797 images, embedded in the package: no download, always available)."""
   from udl_jax import data
   return data.load('digits')
+
+
+@pytest.fixture
+def logged():
+  """The lines `udl_jax.log.info` writes during the test."""
+  lines = []
+  handler = logging.Handler()
+  handler.emit = lambda record: lines.append(record.getMessage())
+  logger = logging.getLogger('udl_jax')
+  logger.addHandler(handler)
+  yield lines
+  logger.removeHandler(handler)

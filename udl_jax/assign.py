@@ -11,11 +11,10 @@ import io
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from udl_jax import benchmark, checkpoint, clustering, data, models, plots, results, train
+from udl_jax import benchmark, checkpoint, config as udl_config, data, dec, models, plots, results
 from udl_jax.errors import UserError
 
 ASSIGNABLE = ('ae_kmeans', 'dec', 'idec')
@@ -59,8 +58,10 @@ def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0,
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
   model = benchmark.build_model(config, trained_shape)
-  z = train.embed(model, params, models.model_input(config.model.name, dataset.x))
-  q = np.asarray(clustering.soft_assignment(jnp.asarray(z), jnp.asarray(centres), config.cluster.alpha))
+  # The kernel the method trained with: its own alpha (cluster.method_overrides), not the shared default.
+  alpha = udl_config.method_cluster_block(config.cluster, method).alpha
+  q, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres},
+                             models.model_input(config.model.name, dataset.x), alpha)
   return dataset, q.argmax(1).astype(np.int32), q.max(1)
 
 

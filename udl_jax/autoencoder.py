@@ -7,6 +7,7 @@ Re-running the same command in the same workdir resumes from the latest checkpoi
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from udl_jax import benchmark, checkpoint, config as udl_config, losses, parallel, plots, results, train
+from udl_jax import benchmark, checkpoint, config as udl_config, losses, parallel, plots, records, results, train
 
 FIGURE_COUNT = 10
+# What may differ when re-running in the same workdir: it changes no number.
+MAY_CHANGE = ('figures', 'distributed', 'train.checkpoint_every')
 
 
 def evaluate(model_name: str, model, params, x_val: np.ndarray, model_cfg, seed: int) -> dict:
@@ -79,9 +82,18 @@ def run(config, workdir: str | Path) -> dict:
   if config.distributed:
     parallel.initialize_distributed()
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  results.write_json(workdir / 'config.json', config.to_dict())
   dataset = benchmark.load_dataset(config)
+  mesh = parallel.make_mesh()
+  udl_config.validate_for_data(config, dataset, mesh.devices.size)
+  # Like the benchmark: a finished run is never resumed with other settings; an unfinished one starts over.
+  start_over = records.check_resumable(workdir, config, MAY_CHANGE, 'figures and checkpoint_every',
+                                       has_finished_work=(workdir / 'params').exists())
+  parallel.barrier('read the workdir')
+  if parallel.is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    if start_over:
+      shutil.rmtree(workdir / 'checkpoints', ignore_errors=True)
+    results.write_json(workdir / 'config.json', config.to_dict())
   name = config.model.name
   model = benchmark.build_model(config, dataset.image_shape)
   x = dataset.x if name == 'dae' else dataset.flat
@@ -89,7 +101,7 @@ def run(config, workdir: str | Path) -> dict:
   x_val = x[va] if len(va) else x[tr[:1000]]
   t0 = time.perf_counter()
   state, history = train.fit(name, model, config.model, config.train, x[tr], x[va] if len(va) else None,
-                             config.seed, workdir / 'checkpoints')
+                             config.seed, workdir / 'checkpoints', mesh)
   params = jax.device_get(state.params)
   results.write_jsonl(workdir / 'metrics.jsonl', history)
   checkpoint.save_tree(workdir / 'params', params)

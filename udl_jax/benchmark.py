@@ -218,7 +218,7 @@ def import_plugins(modules: str) -> None:
 # settings of the methods (their trials are redone). k-means' n_init decides AE+KMeans and every method's start.
 def _may_change(config) -> tuple[str, ...]:
   cluster = tuple(f'cluster.{k}' for k in config.cluster if k != 'kmeans_n_init')
-  return records.SELECTION_KEYS + ('pretrain.checkpoint_every',) + cluster
+  return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every') + cluster
 
 
 def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> None:

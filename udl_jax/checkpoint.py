@@ -13,7 +13,9 @@ import errno
 import gc
 import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -31,10 +33,30 @@ def manager(directory: str | Path, max_to_keep: int = 2) -> ocp.CheckpointManage
   return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+  """Holds back Ctrl-C (SIGINT) until orbax is done, then raises it.
+
+  Interrupted inside a save, orbax's worker threads wait forever for each other and the process hangs.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda *args: received.append(args))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  if received:
+    raise KeyboardInterrupt
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True)
-  mngr.wait_until_finished()
+  with _ctrl_c_deferred():
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+              force=True)
+    mngr.wait_until_finished()
 
 
 def _reason(e: BaseException) -> str:
@@ -90,7 +112,7 @@ def restore_latest(mngr: ocp.CheckpointManager, template):
   """
   failed = []
   for step in sorted(mngr.all_steps(), reverse=True):
-    with _quiet_abandoned_reads():  # around the except too: the exception keeps the coroutines alive
+    with _quiet_abandoned_reads(), _ctrl_c_deferred():  # around the except too: it keeps the coroutines alive
       try:
         restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template),
                                                               meta=ocp.args.JsonRestore()))
@@ -117,7 +139,7 @@ def restore_latest(mngr: ocp.CheckpointManager, template):
 
 def save_tree(path: str | Path, tree) -> None:
   """A finished model's parameters, for `experiments.assign` (written atomically by orbax)."""
-  with ocp.StandardCheckpointer() as ckptr:
+  with _ctrl_c_deferred(), ocp.StandardCheckpointer() as ckptr:
     ckptr.save(Path(path).absolute(), tree, force=True)
 
 
@@ -130,7 +152,7 @@ def load_tree(path: str | Path):
   path = Path(path).absolute()
   if not path.exists():
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-  with _quiet_abandoned_reads():
+  with _quiet_abandoned_reads(), _ctrl_c_deferred():
     try:
       with ocp.StandardCheckpointer() as ckptr:
         return ckptr.restore(path)

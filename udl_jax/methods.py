@@ -17,6 +17,7 @@ settings of its own from `cluster.method_overrides`).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable
 
 import jax
@@ -51,10 +52,13 @@ def names() -> tuple[str, ...]:
 def get(name: str, **hyperparameters) -> ClusteringMethod:
   if name not in _FACTORIES:
     raise UserError(f"unknown clustering method '{name}'; registered: {', '.join(names())}")
-  try:
-    return _FACTORIES[name](**hyperparameters)
-  except TypeError as e:
-    raise UserError(f"clustering method '{name}' does not take {sorted(hyperparameters)}: {e}") from e
+  factory = _FACTORIES[name]
+  accepted = inspect.signature(factory).parameters
+  unknown = sorted(set(hyperparameters) - set(accepted))
+  if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+    raise UserError(f"clustering method '{name}' has no hyperparameter {', '.join(map(repr, unknown))} "
+                    f"(cluster.method_kwargs.{name}); it takes: {', '.join(accepted) or 'none'}")
+  return factory(**hyperparameters)
 
 
 @register('dec')

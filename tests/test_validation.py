@@ -1,0 +1,110 @@
+"""Bad settings are refused before any work, in one line: ranges, combinations, sizes against the data; the
+autoencoder launcher refuses changed settings like the benchmark; `assign` uses each method's own alpha."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from configs import autoencoder as autoencoder_config
+from test_benchmark import _launcher, _small_config
+from udl_jax import assign, autoencoder, benchmark, dec, models
+from udl_jax.errors import UserError
+
+BAD = [
+    ({'seeds': 0}, 'seeds must be >= 1'),
+    ({'first_seed': -1}, 'first_seed must be >= 0'),
+    ({'pretrain.checkpoint_every': 0}, 'pretrain.checkpoint_every must be >= 1'),
+    ({'cluster.checkpoint_every': 0}, 'cluster.checkpoint_every must be >= 1'),
+    ({'n_clusters': 1}, 'n_clusters must be >= 2'),
+    ({'n_clusters': -3}, 'n_clusters must be >= 2'),
+    ({'n_clusters': 5000}, 'n_clusters 5000 is more than the 1797 samples'),
+    ({'n_clusters': 1500, 'protocol': 'holdout'}, 'n_clusters 1500 is more than the 1258 samples'),
+    ({'cluster.kmeans_n_init': 0}, 'kmeans_n_init must be >= 1'),
+    ({'image_size': 0}, 'image_size must be >= 2'),
+    ({'model.name': 'vae', 'methods': 'kmeans,idec'}, "method 'idec' trains the decoder"),
+    ({'pretrain.batch_size': 5000}, 'pretrain.batch_size 5000 is larger than the 1797 training samples'),
+    ({'cluster.batch_size': 5000}, 'cluster batch_size 5000 of dec is larger than the 1797 samples'),
+    ({'cluster.method_overrides.idec.batch_size': 3000}, 'cluster batch_size 3000 of idec'),
+    ({'cluster.method_overrides.idec.checkpoint_every': 0}, 'idec.checkpoint_every must be >= 1'),
+    ({'cluster.method_kwargs.idec.gama': 0.1}, "'idec' has no hyperparameter 'gama' (cluster.method_kwargs.idec); it takes: gamma"),
+]
+
+
+@pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])
+def test_bad_settings_refused_before_any_work(change, message, tmp_path, monkeypatch):
+  monkeypatch.setattr(benchmark.SeedRun, 'autoencoder', lambda self: pytest.fail('work started'))
+  monkeypatch.setattr(benchmark, 'run_trial', lambda *a: pytest.fail('work started'))
+  with pytest.raises(UserError) as e:
+    benchmark.run(_small_config(**change), tmp_path)
+  assert message in str(e.value)
+  assert not (tmp_path / 'config.json').exists()  # a refused run leaves no trace that would lock the workdir
+
+
+def test_launcher_exits_2_with_one_line():
+  proc = _launcher('--config=configs/benchmark.py', '--config.seeds=0', '--workdir=/tmp/udl_never_created')
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 2 and err.strip().splitlines()[-1] == 'error: config: seeds must be >= 1, got 0', err
+
+
+# ----------------------------------------------------------------------------------- autoencoder launcher
+
+def _ae_config(**changes):
+  c = autoencoder_config.get_config('model=ae,dataset=digits')
+  c.train.epochs, c.model.dims, c.figures = 2, (32, 16, 4), False
+  for key, value in changes.items():
+    block, name = key.split('.') if '.' in key else (None, key)
+    (c[block] if block else c)[name] = value
+  return c
+
+
+def test_autoencoder_workdir_refuses_changed_settings(tmp_path):
+  autoencoder.run(_ae_config(), tmp_path)
+  with pytest.raises(UserError, match=r'different settings \(train.learning_rate\)'):
+    autoencoder.run(_ae_config(**{'train.learning_rate': 1e-2}), tmp_path)
+  with pytest.raises(UserError, match=r'train.epochs'):  # a finished run asked for more epochs
+    autoencoder.run(_ae_config(**{'train.epochs': 4}), tmp_path)
+  summary = autoencoder.run(_ae_config(figures=True), tmp_path)  # figures change no number: resumes
+  assert summary['epochs_run'] == 2 and (tmp_path / 'reconstructions.png').exists()
+
+
+def test_autoencoder_unfinished_workdir_accepts_new_settings(tmp_path):
+  autoencoder.run(_ae_config(), tmp_path)
+  shutil.rmtree(tmp_path / 'params')  # as if killed before the end
+  summary = autoencoder.run(_ae_config(**{'train.learning_rate': 2e-3}), tmp_path)
+  assert summary['epochs_run'] == 2
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['learning_rate'] == 2e-3
+
+
+# ------------------------------------------------------------------------------------------------ assign
+
+@pytest.fixture(scope='module')
+def finished_dec(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('assign')
+  benchmark.run(_small_config(seeds=1, methods='dec'), workdir)
+  return workdir
+
+
+def test_assign_uses_the_methods_own_alpha(finished_dec, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_dec, workdir)
+  saved = json.loads((workdir / 'config.json').read_text())
+  saved['cluster']['method_overrides']['dec'] = {'alpha': 5.0}
+  (workdir / 'config.json').write_text(json.dumps(saved))
+  dataset, labels, confidence = assign.assign(workdir, 'digits', 'dec', 0)
+  config, params, centres = assign.load_run(workdir, 'dec', 0)
+  model = benchmark.build_model(config, dataset.image_shape)
+  x = models.model_input('ae', dataset.x)
+  q5, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, 5.0)
+  q1, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, 1.0)
+  np.testing.assert_allclose(confidence, q5.max(1), rtol=1e-5)
+  assert np.abs(q5.max(1) - q1.max(1)).max() > 1e-3
+
+
+def test_assign_names_what_is_missing(finished_dec):
+  with pytest.raises(UserError) as e:
+    assign.assign(finished_dec, 'digits', 'dec', 7)
+  assert 'None' not in str(e.value) and 'seed_7' in str(e.value)
