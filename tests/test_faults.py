@@ -117,7 +117,8 @@ def test_damaged_checkpoint_and_cache_of_a_real_run_are_survived(tmp_path, logge
 
 
 def test_leftovers_of_killed_writes_are_cleaned(copy):
-  leftovers = [copy / '.trials.csv.x1.tmp', copy / 'seed_0' / '.trials.csv.x2.tmp']
+  leftovers = [copy / '.trials.csv.x1.tmp', copy / 'seed_0' / '.trials.csv.x2.tmp',
+               copy / 'seed_0' / 'dec' / '.metrics.jsonl.x3.tmp']
   for path in leftovers:
     path.write_text('half')
   benchmark.run(_small_config(seeds=1), copy)

@@ -1,16 +1,18 @@
 """The benchmark: raw KMeans, AE+KMeans and the clustering methods (DEC, IDEC, ...) over seeds, as a table.
 
 Workdir layout (re-running the same command resumes: finished trials are skipped, the unfinished one continues
-from its last checkpoint; a method whose clustering settings changed is redone from the saved autoencoders):
+from its last checkpoint; a requested method whose clustering settings changed is redone from the saved
+autoencoders):
   config.json  trials.csv  summary.json  table.md  clusters.png  log.txt
-  seed_S/trials.csv   the finished trials of seed S: the record; the top-level trials.csv is their union
-  seed_S/ae/          autoencoder checkpoints, metrics.jsonl, params (final)
+  seed_S/trials.csv     the finished trials of seed S: the record (the top-level trials.csv is their union)
+  seed_S/methods.json   the clustering settings each method's trial was made with
+  seed_S/ae/            autoencoder checkpoints, metrics.jsonl, params (final: a finished pretraining)
   seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
-  seed_S/METHOD/      checkpoints, metrics.jsonl, params (final), result.npz (eval labels, confidence)
+  seed_S/METHOD/        checkpoints, metrics.jsonl, params (final); seed_S/METHOD_labels.npz (eval labels)
 
-Because each seed keeps its own record, processes running different seeds (`--config.first_seed=K
---config.seeds=1`) may share one workdir at the same time, and a seed folder copied from another workdir of the
-same config joins its table. Each process rewrites the table from every seed folder when it finishes.
+Processes may share a workdir (`udl_jax.records`: one process per seed at a time, merged records), and a seed
+folder copied from another workdir of the same config joins its table. Each process rewrites the table from
+every seed folder when it finishes. Several processes of one job (`--config.distributed`) act as one.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def run(config, workdir: str | Path) -> dict:
   for seed in seeds:
     with records.seed_lock(workdir, seed) if main else contextlib.nullcontext():
       if main:
-        records.remove_stale_temporaries(workdir / f'seed_{seed}')
+        records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
       todo = _methods_to_run(config, workdir, seed, method_names)
       seed_run = SeedRun(config, dataset, seed, workdir, mesh)
       for method in todo:

@@ -63,10 +63,11 @@ def workdir_lock(workdir: Path):
   return locked(workdir / '.lock', f'the shared files of {workdir}')
 
 
-def remove_stale_temporaries(folder: Path) -> None:
+def remove_stale_temporaries(folder: Path, recursive: bool = False) -> None:
   """Deletes the `.NAME.*.tmp` files of writes killed half-way in `folder` (call it holding folder's lock)."""
-  for tmp in folder.glob('.*.tmp'):
-    tmp.unlink(missing_ok=True)
+  for tmp in (folder.rglob if recursive else folder.glob)('.*.tmp'):
+    if tmp.is_file():
+      tmp.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------ records
