@@ -225,8 +225,8 @@ def dec_setup(model_cfg, dtype: str, n: int, mesh):
 def dec_chunk_seconds(model_cfg, batch: int, dtype: str, n: int, steps: int, mesh, repeats: int) -> list[float]:
   """Seconds of one `dec.make_train_chunk` call: `steps` DEC steps (one update interval) as one lax.scan."""
   model, (state, x, p, order), _ = dec_setup(model_cfg, dtype, n, mesh)
-  chunk = dec.make_train_chunk(model, methods.get('dec'), 1.0, batch, mesh)
-  return timed(threaded(lambda s: chunk(s, x, p, order, 0, steps), state), repeats)
+  chunk = dec.make_train_chunk(model, methods.get('dec'), 1.0, batch, steps, mesh)
+  return timed(threaded(lambda s: chunk(s, x, p, order, 0, steps), (state, ())), repeats)
 
 
 def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dict[str, float]:
@@ -237,8 +237,8 @@ def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dic
   the host every interval, with labels; without them the metrics are skipped).
   """
   model, (state, x, _, _), y = dec_setup(model_cfg, dtype, n, mesh)
-  predict, method = dec.make_predict(model, 1.0, mesh), methods.get('dec')
-  q, _ = predict(state.params, x)
+  predict, method = dec.make_predict(model, methods.student_t(1.0), mesh), methods.get('dec')
+  q, _ = predict((state.params, 0), x)
   loss = jnp.float32(0.5)
 
   def host():
@@ -246,7 +246,7 @@ def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dic
     return float(loss), float(np.mean(labels != y)), metrics.evaluate(y, labels)
 
   out = {name: statistics.median(timed(fn, repeats)) for name, fn in (
-      ('predict', lambda: predict(state.params, x)), ('target', lambda: method.target(q)), ('host', host))}
+      ('predict', lambda: predict((state.params, 0), x)), ('target', lambda: method.target(q)), ('host', host))}
   out['predict_flops'] = n * train_flops_per_sample('dec', model_cfg) // 3  # forward only
   return out
 

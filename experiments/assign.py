@@ -14,7 +14,8 @@ from udl_jax import assign, log, metrics, results
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of a finished benchmark run.', required=True)
 _DATA = flags.DEFINE_string('data', None, 'A dataset name (e.g. mnist_test) or a folder of images.',
                             required=True)
-_METHOD = flags.DEFINE_enum('method', 'dec', list(assign.ASSIGNABLE), 'Which trained model assigns.')
+_METHOD = flags.DEFINE_string('method', 'dec', 'Which trained model assigns: ae_kmeans or a fine-tuning method '
+                             '(dec, idec, dcn, dkm, or one of the run\'s imports).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Which seed of the run.')
 _LABELS = flags.DEFINE_string('labels_csv', None, 'Optional filename,label CSV for an image folder: scores '
                               'the assignment (ACC/NMI/ARI into OUT/metrics.json).')

@@ -134,9 +134,10 @@ def test_registry_builds_dec_and_idec():
   p = clustering.target_distribution(q)
   x, recon = jnp.zeros((40, 3)), jnp.ones((40, 3))
   kl = float(clustering.kl_divergence(p, q))
-  np.testing.assert_allclose(float(i.loss(q, p, x, recon)), 1.0 + 0.5 * kl, rtol=1e-5)
-  np.testing.assert_allclose(float(methods.get('idec').loss(q, p, x, recon)), 1.0 + 0.1 * kl, rtol=1e-5)
-  np.testing.assert_allclose(float(d.loss(q, p, x, None)), kl, rtol=1e-6)
+  batch = methods.Batch(x=x, z=z, recon=recon, q=q, p=p, centres=mu, state=(), idx=jnp.arange(40), interval=0)
+  np.testing.assert_allclose(float(i.loss(batch)), 1.0 + 0.5 * kl, rtol=1e-5)
+  np.testing.assert_allclose(float(methods.get('idec').loss(batch)), 1.0 + 0.1 * kl, rtol=1e-5)
+  np.testing.assert_allclose(float(d.loss(batch._replace(recon=None))), kl, rtol=1e-6)
 
 
 def test_registry_errors():
@@ -156,8 +157,8 @@ def toy_method():
   assert 'toy_l2' not in methods.names()
   try:
     @methods.register('toy_l2')
-    def toy_l2() -> methods.ClusteringMethod:
-      return methods.ClusteringMethod('toy_l2', loss=lambda q, p, x, recon: jnp.mean((p - q) ** 2))
+    def toy_l2() -> methods.FineTuner:
+      return methods.FineTuner('toy_l2', loss=lambda b: jnp.mean((b.p - b.q) ** 2))
     yield 'toy_l2'
   finally:
     methods._FACTORIES.pop('toy_l2', None)
@@ -198,7 +199,7 @@ def test_custom_registered_method_trains(pretrained, toy_method):
   method = methods.get(toy_method)
   before = jax.tree.map(np.array, params)
   init = clustering.kmeans(train.embed(model, params, x), 10, 0, 10)
-  q0, _ = dec.predict_on_host(model, {'ae': params, 'centres': init[1]}, x, 1.0)
+  q0, _ = dec.predict_on_host(model, {'ae': params, 'centres': init[1]}, x, methods.student_t(1.0))
   p0 = clustering.target_distribution(q0)
   cfg = _cluster_cfg(maxiter=30, tol=0.0, learning_rate=0.1)
   result = dec.run(model, params, x, y, 10, method, cfg, seed=0, init=init)
@@ -302,10 +303,10 @@ def test_each_update_interval_trains_on_the_next_batches(pretrained):
   model, params, x, _ = pretrained
   mesh = parallel.make_mesh()
   cfg = _cluster_cfg(batch_size=64)
-  chunk = dec.make_train_chunk(model, methods.get('dec'), 1.0, 64, mesh)
+  chunk = dec.make_train_chunk(model, methods.get('dec'), 1.0, 64, 30, mesh)
   init = clustering.kmeans(train.embed(model, params, x), 10, 0, 2)
   start = {'ae': params, 'centres': jnp.asarray(init[1])}
-  q, _ = dec.predict_on_host(model, start, x, 1.0)
+  q, _ = dec.predict_on_host(model, start, x, methods.student_t(1.0))
   p = clustering.target_distribution(jnp.asarray(q))
   order = jnp.asarray(np.random.default_rng(0).permutation(len(x)))
 
@@ -314,10 +315,10 @@ def test_each_update_interval_trains_on_the_next_batches(pretrained):
     return train_state.TrainState.create(apply_fn=None, params=jax.tree.map(jnp.array, start), tx=tx)
 
   x_dev = jnp.asarray(x)
-  one, _ = chunk(state(), x_dev, p, order, 0, 4)
-  two, _ = chunk(state(), x_dev, p, order, 0, 2)
-  two, _ = chunk(two, x_dev, p, order, 2, 2)
-  replay, _ = chunk(state(), x_dev, p, order, 0, 2)
-  replay, _ = chunk(replay, x_dev, p, order, 0, 2)
+  (one, _), _ = chunk((state(), ()), x_dev, p, order, 0, 4)
+  two, _ = chunk((state(), ()), x_dev, p, order, 0, 2)
+  (two, _), _ = chunk(two, x_dev, p, order, 2, 2)
+  replay, _ = chunk((state(), ()), x_dev, p, order, 0, 2)
+  (replay, _), _ = chunk(replay, x_dev, p, order, 0, 2)
   np.testing.assert_allclose(two.params['centres'], one.params['centres'], rtol=0, atol=1e-6)
   assert np.abs(np.asarray(replay.params['centres']) - np.asarray(one.params['centres'])).max() > 1e-5

@@ -47,8 +47,8 @@ def test_new_plugin_methods_join_a_finished_workdir(copy, tmp_path, monkeypatch)
       from udl_jax import methods
 
       @methods.register('dec_l2_test')
-      def dec_l2_test(weight: float = 1.0) -> methods.ClusteringMethod:
-        return methods.ClusteringMethod('dec_l2_test', loss=lambda q, p, x, recon: weight * jnp.mean((p - q) ** 2))
+      def dec_l2_test(weight: float = 1.0) -> methods.FineTuner:
+        return methods.FineTuner('dec_l2_test', loss=lambda b: weight * jnp.mean((b.p - b.q) ** 2))
   '''))
   monkeypatch.syspath_prepend(str(tmp_path))
   monkeypatch.setattr(methods, '_FACTORIES', dict(methods._FACTORIES))

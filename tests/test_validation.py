@@ -11,7 +11,7 @@ import pytest
 
 from configs import autoencoder as autoencoder_config
 from test_benchmark import _launcher, _small_config
-from udl_jax import assign, autoencoder, benchmark, dec, models
+from udl_jax import assign, autoencoder, benchmark, dec, methods, models
 from udl_jax.errors import UserError
 
 BAD = [
@@ -98,8 +98,8 @@ def test_assign_uses_the_methods_own_alpha(finished_dec, tmp_path):
   config, params, centres = assign.load_run(workdir, 'dec', 0)
   model = benchmark.build_model(config, dataset.image_shape)
   x = models.model_input('ae', dataset.x)
-  q5, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, 5.0)
-  q1, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, 1.0)
+  q5, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, methods.student_t(5.0))
+  q1, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, methods.student_t(1.0))
   np.testing.assert_allclose(confidence, q5.max(1), rtol=1e-5)
   assert np.abs(q5.max(1) - q1.max(1)).max() > 1e-3
 

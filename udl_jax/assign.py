@@ -14,10 +14,21 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from udl_jax import benchmark, checkpoint, config as udl_config, data, dec, models, plots, results
+from udl_jax import benchmark, checkpoint, config as udl_config, data, dec, methods, models, plots, results
 from udl_jax.errors import UserError
 
-ASSIGNABLE = ('ae_kmeans', 'dec', 'idec')
+def assignment_of(config, method: str):
+  """`assign(z, centres, interval)` of a finished run's method: AE+KMeans and every fine-tuner can sort new
+  images into their clusters; the others are refused here, by name."""
+  alpha = udl_config.method_cluster_block(config.cluster, method).alpha
+  if method == 'ae_kmeans':
+    return methods.student_t(alpha)
+  benchmark.import_plugins(config.get('imports', ''))
+  found = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
+  if not isinstance(found, methods.FineTuner):
+    raise UserError(f"method '{method}' cannot assign new images (it keeps no model of its clusters); use "
+                    'ae_kmeans or a fine-tuning method (dec, idec, dcn, dkm)')
+  return dec.assignment(found, alpha)
 
 
 def load_run(run_dir: Path, method: str, seed: int) -> tuple[ml_collections.ConfigDict, dict, np.ndarray]:
@@ -30,11 +41,10 @@ def load_run(run_dir: Path, method: str, seed: int) -> tuple[ml_collections.Conf
   try:
     if method == 'ae_kmeans':
       params, centres = checkpoint.load_tree(seed_dir / 'ae' / 'params'), np.load(seed_dir / 'ae_kmeans.npz')['centres']
-    elif method in ASSIGNABLE or (seed_dir / method / 'params').exists():
+    else:
+      assignment_of(config, method)  # refuses a method that cannot assign, before looking for its files
       saved = checkpoint.load_tree(seed_dir / method / 'params')
       params, centres = saved['ae'], np.asarray(saved['centres'])
-    else:
-      raise UserError(f"method '{method}' cannot assign new data; use one of {', '.join(ASSIGNABLE)}")
   except FileNotFoundError as e:
     raise UserError(f'{run_dir}: no finished {method} model for seed {seed} ({e.filename} missing); '
                     'finish the run first or pick another --seed/--method') from e
@@ -58,10 +68,9 @@ def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0,
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
   model = benchmark.build_model(config, trained_shape)
-  # The kernel the method trained with: its own alpha (cluster.method_overrides), not the shared default.
-  alpha = udl_config.method_cluster_block(config.cluster, method).alpha
+  # The assignment the method trained with, with its own alpha (cluster.method_overrides), not the default.
   q, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres},
-                             models.model_input(config.model.name, dataset.x), alpha)
+                             models.model_input(config.model.name, dataset.x), assignment_of(config, method))
   return dataset, q.argmax(1).astype(np.int32), q.max(1)
 
 

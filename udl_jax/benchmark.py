@@ -154,26 +154,60 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
         if holdout else labels
   else:
     params, row['pretrain_seconds'] = run.autoencoder()
-    init = run.ae_kmeans()
+    method_obj = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
+    kind = {methods.EmbeddingClusterer: _embedding_trial, methods.FineTuner: _fine_tuning_trial,
+            methods.OwnTrainer: _own_training_trial}[type(method_obj)]
     t0 = time.perf_counter()
-    method_obj = methods.get(method, **dict(udl_config.method_kwargs(config.cluster, method)))
-    y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
-    cluster_cfg = udl_config.method_cluster_block(config.cluster, method)
-    result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method_obj, cluster_cfg,
-                     run.seed, run.dir / method / 'checkpoints', run.mesh, init=init)
-    results.write_jsonl(run.dir / method / 'metrics.jsonl', result.history)
-    checkpoint.save_tree(run.dir / method / 'params', result.params)
-    row['iterations'] = result.iterations
-    # Compute time of the whole clustering phase, also when this process resumed it half-way.
-    row['seconds'] = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
-    q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx], cluster_cfg.alpha, run.mesh)[0] \
-        if holdout else result.q
-    eval_labels, confidence = q.argmax(1).astype(np.int32), q.max(1)
+    q, extra = kind(run, method_obj, params)
+    row.update(extra)
+    eval_labels = q.argmax(1).astype(np.int32)
+    confidence = q.max(1)
   row.setdefault('seconds', time.perf_counter() - t0)
   row.update(run.score(eval_labels))
   results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
                     **({} if confidence is None else {'confidence': confidence}))
   return row, eval_labels, confidence
+
+
+def _embedding_trial(run: SeedRun, method: methods.EmbeddingClusterer, params) -> tuple[np.ndarray, dict]:
+  """Soft assignments of the evaluation rows from a clusterer fitted (on process 0) to the fit rows' embedding."""
+  z_fit = train.embed(run.model, params, run.x[run.fit_idx], run.mesh)
+  z_eval = z_fit if run.config.protocol == 'transductive' else \
+      train.embed(run.model, params, run.x[run.eval_idx], run.mesh)
+
+  def fit_and_predict():
+    labels, q = method.fit(z_fit, run.n_clusters, run.seed, run.config.cluster.kmeans_n_init)(z_eval)
+    return q if q is not None else np.eye(run.n_clusters, dtype=np.float32)[labels]
+  q = parallel.computed_on_main(fit_and_predict, np.zeros((len(z_eval), run.n_clusters), np.float32))
+  return q, {}
+
+
+def _fine_tuning_trial(run: SeedRun, method: methods.FineTuner, params) -> tuple[np.ndarray, dict]:
+  """The shared clustering loop from the seed's k-means start; saves the method's model for `assign`."""
+  init = run.ae_kmeans()
+  y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
+  cluster_cfg = udl_config.method_cluster_block(run.config.cluster, method.name)
+  result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method, cluster_cfg, run.seed,
+                   run.dir / method.name / 'checkpoints', run.mesh, init=init)
+  results.write_jsonl(run.dir / method.name / 'metrics.jsonl', result.history)
+  checkpoint.save_tree(run.dir / method.name / 'params', result.params)
+  q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx], dec.assignment(method, cluster_cfg.alpha),
+                          run.mesh)[0] if run.config.protocol == 'holdout' else result.q
+  # Compute time of the whole clustering phase, also when this process resumed it half-way.
+  seconds = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
+  return q, {'iterations': result.iterations, 'seconds': seconds}
+
+
+def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tuple[np.ndarray, dict]:
+  """A method with its own model: it gets the seed's data, autoencoder, k-means start and its settings."""
+  seed = methods.Seed(model=run.model, ae_params=params, x=run.x[run.fit_idx],
+                      y=None if run.dataset.y is None else run.dataset.y[run.fit_idx], n_clusters=run.n_clusters,
+                      init=run.ae_kmeans(), seed=run.seed,
+                      config=udl_config.method_cluster_block(run.config.cluster, method.name),
+                      workdir=run.dir / method.name, mesh=run.mesh)
+  labels, q, history = method.run(seed)
+  results.write_jsonl(run.dir / method.name / 'metrics.jsonl', history)
+  return (q if q is not None else np.eye(run.n_clusters, dtype=np.float32)[labels]), {}
 
 
 def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict], wall_seconds: float) -> dict:

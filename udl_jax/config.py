@@ -54,10 +54,15 @@ def cluster_block() -> ml_collections.ConfigDict:
       'maxiter': 20000,
       'kmeans_n_init': 20,
       'checkpoint_every': 5,             # target updates
-      'method_kwargs': {'idec': {'gamma': 0.1}},
+      # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
+      'method_kwargs': {'idec': {'gamma': 0.1}, 'dcn': {'weight': 0.05}, 'dkm': {'weight': 1.0, 'annealing': False},
+                        'n2d': {'n_neighbors': 20, 'min_dist': 0.0}},
       # Per-method values of the keys above. IDEC's reference code trains MNIST with Adam(1e-3): with DEC's
       # SGD(0.01) its KL term, weighted by gamma = 0.1, barely moves the clusters from their k-means start.
-      'method_overrides': {'idec': {'optimizer': 'adam', 'learning_rate': 1e-3}},
+      # DCN: Adam(1e-4), ClustPy's clustering optimiser; DKM: Adam(1e-3), the authors' code (TensorFlow's default).
+      'method_overrides': {'idec': {'optimizer': 'adam', 'learning_rate': 1e-3},
+                           'dcn': {'optimizer': 'adam', 'learning_rate': 1e-4},
+                           'dkm': {'optimizer': 'adam', 'learning_rate': 1e-3}},
   })
 
 
@@ -83,9 +88,12 @@ def method_kwargs(cluster, method: str) -> dict:
 
 def method_settings(cluster: dict, method: str) -> dict:
   """Everything that decides `method`'s clustering phase (its resolved cluster block and its hyperparameters),
-  as a plain dict: two runs whose settings are equal give the same trials from the same autoencoder."""
+  as a plain dict: two runs whose settings are equal give the same trials from the same autoencoder. An
+  embedding clusterer uses only k-means' n_init (as its own n_init) of the block."""
   resolved = method_cluster_block(ml_collections.ConfigDict(cluster), method).to_dict()
   kwargs = resolved.pop('method_kwargs', {}).get(method, {})
+  if method in methods.names() and isinstance(methods.get(method, **kwargs), methods.EmbeddingClusterer):
+    return {'kmeans_n_init': resolved['kmeans_n_init'], 'hyperparameters': kwargs}
   resolved.pop('method_overrides', None)
   resolved.pop('checkpoint_every', None)  # when to save does not change the result
   return {**resolved, 'hyperparameters': kwargs}
@@ -180,9 +188,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check(m in known, f"unknown method '{m}'; valid: {', '.join(known)}")
       if m in methods.names():
         method = methods.get(m, **method_kwargs(config.cluster, m))
-        _check(not (method.needs_decoder and config.model.name == 'vae'),
+        _check(not (getattr(method, 'needs_decoder', False) and config.model.name == 'vae'),
                f"method '{m}' trains the decoder's reconstruction, which model vae does not have; use "
                'model.name=ae (or drop the method)')
+        _check(not (isinstance(method, methods.OwnTrainer) and config.get('protocol') == 'holdout'),
+               f"method '{m}' trains its own model and cannot score held-out images; use protocol=transductive")
   if 'protocol' in config:
     _check(config.protocol in ('transductive', 'holdout'),
            f"protocol must be transductive or holdout, got '{config.protocol}'")

@@ -1,0 +1,142 @@
+"""The method zoo's maths against small numpy references (DCN, DKM), the embedding clusterers (AE+GMM, N2D),
+and every kind of method through the benchmark, including the README's examples as written."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from test_benchmark import _small_config
+from udl_jax import benchmark, methods, results
+from udl_jax.methods import dcn, dkm, gmm, n2d
+
+
+def _rng_problem(seed=0, n=32, k=4, d=3):
+  rng = np.random.default_rng(seed)
+  return rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(k, d)).astype(np.float32), rng
+
+
+# -------------------------------------------------------------------------------------------------- DCN
+
+def test_dcn_centre_update_equals_the_papers_sequential_rule():
+  z, centres, rng = _rng_problem()
+  counts = rng.integers(1, 50, size=4).astype(np.float32)
+  labels = rng.integers(0, 3, size=32)  # cluster 3 gets no sample: it must not move
+  want_c, want_n = centres.astype(np.float64).copy(), counts.astype(np.float64).copy()
+  for zi, k in zip(z, labels):  # Yang et al. eq. 8, one sample at a time
+    want_n[k] += 1
+    want_c[k] -= (want_c[k] - zi) / want_n[k]
+  got_c, got_n = dcn.running_average(jnp.asarray(centres), jnp.asarray(counts), jnp.asarray(z), jnp.asarray(labels))
+  np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got_n, want_n)
+  np.testing.assert_array_equal(got_c[3], centres[3])
+
+
+def test_dcn_loss_and_its_gradient():
+  z, centres, rng = _rng_problem(1)
+  x, recon = rng.random((32, 5)).astype(np.float32), rng.random((32, 5)).astype(np.float32)
+  labels = rng.integers(0, 4, size=32)
+  want = np.mean((recon - x) ** 2) + 0.5 * 0.05 * np.mean(np.sum((z - centres[labels]) ** 2, axis=1))
+  loss = lambda c, zz: dcn.dcn_loss(x, recon, zz, c[labels], 0.05)
+  np.testing.assert_allclose(float(loss(jnp.asarray(centres), jnp.asarray(z))), want, rtol=1e-5)
+  grad_c, grad_z = jax.grad(loss, argnums=(0, 1))(jnp.asarray(centres), jnp.asarray(z))
+  np.testing.assert_array_equal(grad_c, 0.0)  # centres move by the running average, not by gradients
+  np.testing.assert_allclose(grad_z, 0.05 * (z - centres[labels]) / 32, rtol=1e-4, atol=1e-7)
+  assert int(jnp.sum(dcn.nearest(jnp.asarray(z), jnp.asarray(centres)) !=
+                     np.argmin(((z[:, None] - centres[None]) ** 2).sum(-1), 1))) == 0
+
+
+# -------------------------------------------------------------------------------------------------- DKM
+
+def test_dkm_alpha_schedule_is_the_papers():
+  alphas = dkm.alpha_schedule()
+  assert len(alphas) == 40 and alphas[0] == np.float32(0.1)
+  np.testing.assert_allclose(alphas[1], 0.1 * 2 ** (1 / np.log(2) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(alphas[39] / alphas[38], 2 ** (1 / np.log(40) ** 2), rtol=1e-5)
+  assert np.all(np.diff(alphas) > 0)
+
+
+def test_dkm_assignment_and_loss_match_numpy():
+  z, centres, rng = _rng_problem(2)
+  x, recon = rng.random((32, 5)).astype(np.float32), rng.random((32, 5)).astype(np.float32)
+  alpha = 3.0
+  d = ((z[:, None] - centres[None]) ** 2).sum(-1)
+  g = np.exp(-alpha * d) / np.exp(-alpha * d).sum(1, keepdims=True)
+  np.testing.assert_allclose(dkm.soft_kmeans(jnp.asarray(z), jnp.asarray(centres), alpha), g, rtol=1e-4, atol=1e-6)
+  annealed = methods.get('dkm', weight=0.5, annealing=True)
+  q = annealed.assign(jnp.asarray(z), jnp.asarray(centres), 0)  # interval 0: alpha_1 = 0.1
+  np.testing.assert_allclose(q, dkm.soft_kmeans(jnp.asarray(z), jnp.asarray(centres), 0.1), rtol=1e-6)
+  far = annealed.assign(jnp.asarray(z), jnp.asarray(centres), 10_000)  # past the schedule: its last alpha
+  np.testing.assert_allclose(far, dkm.soft_kmeans(jnp.asarray(z), jnp.asarray(centres), dkm.alpha_schedule()[-1]),
+                             rtol=1e-5, atol=1e-6)
+  pretrained = methods.get('dkm').assign(jnp.asarray(z), jnp.asarray(centres), 3)  # from a pretrained AE: 1000
+  np.testing.assert_allclose(pretrained, dkm.soft_kmeans(jnp.asarray(z), jnp.asarray(centres), 1000.0), atol=1e-6)
+  batch = methods.Batch(x=x, z=jnp.asarray(z), recon=recon, q=jnp.asarray(g), p=None, centres=jnp.asarray(centres),
+                        state=(), idx=jnp.arange(32), interval=0)
+  # The authors' reconstruction error: summed over pixels, averaged over the batch.
+  want = np.mean(np.sum((recon - x) ** 2, axis=1)) + 0.5 * np.mean(np.sum(g * d, axis=1))
+  np.testing.assert_allclose(float(annealed.loss(batch)), want, rtol=1e-5)
+  # Far from every centre, the shifted softmax still gives finite rows that sum to 1.
+  huge = dkm.soft_kmeans(jnp.asarray(z) * 1e4, jnp.asarray(centres), 1000.0)
+  assert np.isfinite(huge).all() and np.allclose(huge.sum(1), 1.0)
+
+
+# ---------------------------------------------------------------------------------- embedding clusterers
+
+@pytest.fixture(scope='module')
+def blobs():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(scale=8.0, size=(4, 6))
+  y = np.repeat(np.arange(4), 100)
+  return (centres[y] + rng.normal(size=(400, 6))).astype(np.float32), y
+
+
+def test_ae_gmm_finds_blobs_and_is_deterministic(blobs):
+  z, y = blobs
+  labels, q = gmm.fit_gmm(z, 4, seed=0, n_init=2)(z)
+  again, _ = gmm.fit_gmm(z, 4, seed=0, n_init=2)(z)
+  assert labels.shape == (400,) and q.shape == (400, 4) and np.allclose(q.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(labels, again)
+  from udl_jax import metrics
+  assert metrics.evaluate(y, labels)['acc'] > 0.99
+
+
+def test_n2d_pipeline_shapes_and_determinism(blobs):
+  z, y = blobs
+  predict = n2d.fit_n2d(z, 4, seed=3, n_init=1, n_neighbors=20, min_dist=0.0)
+  labels, q = predict(z)
+  assert labels.shape == (400,) and q.shape == (400, 4) and np.allclose(q.sum(1), 1.0, atol=1e-5)
+  again, _ = n2d.fit_n2d(z, 4, seed=3, n_init=1, n_neighbors=20, min_dist=0.0)(z)
+  np.testing.assert_array_equal(labels, again)
+  new_labels, _ = predict(z[:50] + 0.01)  # new rows go through UMAP's transform
+  assert new_labels.shape == (50,)
+  from udl_jax import metrics
+  assert metrics.evaluate(y, labels)['acc'] > 0.99
+
+
+# ------------------------------------------------------------------------------- through the benchmark
+
+def test_every_kind_runs_in_the_benchmark_and_resumes(tmp_path):
+  config = _small_config(seeds=1, methods='kmeans,ae_kmeans,ae_gmm,n2d,dcn,dkm',
+                         **{'cluster.method_kwargs.n2d.n_neighbors': 10})
+  benchmark.run(config, tmp_path)
+  rows = {r['method']: r for r in results.read_trials(tmp_path / 'trials.csv')}
+  assert list(rows) == ['kmeans', 'ae_kmeans', 'ae_gmm', 'dcn', 'dkm', 'n2d'] or set(rows) == {
+      'kmeans', 'ae_kmeans', 'ae_gmm', 'n2d', 'dcn', 'dkm'}
+  for method in ('dcn', 'dkm'):
+    assert rows[method]['iterations'] == 30 and (tmp_path / 'seed_0' / method / 'params').exists()
+  for method in ('ae_gmm', 'n2d'):
+    saved = np.load(tmp_path / 'seed_0' / f'{method}_labels.npz')
+    assert saved['labels'].shape == (1797,) and np.allclose(saved['confidence'] <= 1.0, True)
+  # n2d's UMAP settings changed: only n2d is redone.
+  before = rows
+  benchmark.run(_small_config(seeds=1, methods='n2d,dcn', **{'cluster.method_kwargs.n2d.n_neighbors': 12}),
+                tmp_path)
+  after = {r['method']: r for r in results.read_trials(tmp_path / 'trials.csv')}
+  assert after['dcn'] == before['dcn'] and after['kmeans'] == before['kmeans']

@@ -1,0 +1,11 @@
+"""IDEC (Guo et al. 2017): L = L_r + gamma * KL(P || Q), the decoder kept to preserve local structure."""
+
+from udl_jax import clustering, losses
+from udl_jax.methods import base, register
+
+
+@register('idec')
+def idec(gamma: float = 0.1) -> base.FineTuner:
+  """The paper's (and its reference code's) weighting: MSE reconstruction plus gamma = 0.1 times the KL term."""
+  return base.FineTuner('idec', needs_decoder=True,
+                        loss=lambda b: losses.mse(b.recon, b.x) + gamma * clustering.kl_divergence(b.p, b.q))
