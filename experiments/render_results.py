@@ -38,6 +38,7 @@ measurements (those are in `benchmarks/`).
 # Benchmark tables in the order shown, each with a line saying what it is.
 TABLES = {
     'digits': 'Embedded 8x8 digits, the default benchmark.',
+    'digits_zoo': 'Embedded 8x8 digits, every method (the default settings, 10 seeds).',
     'digits_holdout': 'The same, holdout protocol: fit on 70%, score the 30% held out.',
     'mnist_test': 'MNIST test set (10k), DEC-keras settings.',
     'mnist_test_holdout': 'MNIST test set (10k), holdout protocol.',
@@ -54,6 +55,23 @@ PRECISION_PAIRS = (
 )
 
 AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')
+
+# The cross-method table: its columns (a dataset, the committed folder holding its newest run of each method,
+# in order of preference) and the published ACC / NMI set beside each measured cell.
+CROSS_COLUMNS = {
+    'digits': ('digits_zoo', 'digits'),
+    'MNIST-test': ('mnist_test',),
+    'MNIST-70k': ('mnist',),
+    'Fashion-70k': ('fashion_mnist',),
+}
+PUBLISHED_BY_METHOD = {  # (column, method): (ACC, NMI, source)
+    ('MNIST-70k', 'kmeans'): (0.53, 0.50, 'DEC-keras'), ('MNIST-70k', 'ae_kmeans'): (0.88, 0.81, 'DEC-keras'),
+    ('MNIST-70k', 'dec'): (0.91, 0.87, 'DEC-keras'), ('MNIST-70k', 'idec'): (0.881, 0.867, 'IDEC paper'),
+    ('MNIST-70k', 'n2d'): (0.979, 0.942, 'N2D paper'), ('MNIST-70k', 'dcn'): (0.83, 0.81, 'DCN paper'),
+    ('MNIST-70k', 'dkm'): (0.840, 0.796, 'DKM paper'), ('MNIST-test', 'n2d'): (0.948, 0.882, 'N2D paper'),
+    ('Fashion-70k', 'kmeans'): (0.47, 0.51, 'DEC-keras'), ('Fashion-70k', 'ae_kmeans'): (0.61, 0.64, 'DEC-keras'),
+    ('Fashion-70k', 'dec'): (0.62, 0.65, 'DEC-keras'), ('Fashion-70k', 'n2d'): (0.672, 0.684, 'N2D paper'),
+}
 
 
 def command(name: str) -> str:
@@ -138,6 +156,43 @@ def precision_section() -> str:
   return '\n'.join(lines) + '\n\n' if pairs else ''
 
 
+def _summary_methods(folder: str) -> dict:
+  path = RESULTS / folder / 'summary.json'
+  return json.loads(path.read_text())['methods'] if path.exists() else {}
+
+
+def cross_method_section() -> str:
+  """Methods as rows, datasets as columns: measured ACC / NMI (mean ± std of NMI, seeds) beside the published
+  figure, and each method's own clustering time; every number read from a committed run's summary.json."""
+  columns = {col: [_summary_methods(f) for f in folders] for col, folders in CROSS_COLUMNS.items()}
+  found = [m for m in results_labels() if any(m in s for runs in columns.values() for s in runs)]
+  if not found:
+    return ''
+  lines = ['## Every method on every dataset', '',
+           'Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
+           'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
+           'shared by all deep methods of a seed,\nnot included). Each column\'s run and command: its section below '
+           '(digits: `digits_zoo`, else `digits`).', '',
+           '| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
+  for method in found:
+    cells = []
+    for col, runs in columns.items():
+      s = next((r[method] for r in runs if method in r), None)
+      cell = '-' if s is None else (f"{s['acc']['mean']:.3f} / {s['nmi']['mean']:.3f} ± {s['nmi']['std']:.3f} "
+                                    f"({s['nmi']['n']} seeds, {s['seconds']['mean']:.0f} s)")
+      published = PUBLISHED_BY_METHOD.get((col, method))
+      if published:
+        cell += f' [{published[0]:g} / {published[1]:g} {published[2]}]'  # as published, no digits added
+      cells.append(cell)
+    lines.append(f'| {results_labels()[method]} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n\n'
+
+
+def results_labels() -> dict:
+  from udl_jax.results import METHOD_LABELS
+  return METHOD_LABELS
+
+
 def assign_section() -> str:
   folder = RESULTS / 'assign_example'
   if not (folder / 'metrics.json').exists():
@@ -188,7 +243,7 @@ def readme_block(names: list[str]) -> str:
 
 def main() -> None:
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
-  page = HEADER + PUBLISHED + '\n' + ''.join(table_section(n, TABLES[n]) for n in names)
+  page = HEADER + PUBLISHED + '\n' + cross_method_section() + ''.join(table_section(n, TABLES[n]) for n in names)
   page += epochs_section() + precision_section() + assign_section() + autoencoder_section()
   (RESULTS / 'README.md').write_text(page)
   readme = README.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 from experiments import render_results
 
@@ -36,3 +37,17 @@ def test_precision_section_pairs_seeds_and_subtracts_float32(tmp_path, monkeypat
 def test_precision_section_is_empty_without_pairs(tmp_path, monkeypatch):
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   assert render_results.precision_section() == ''
+
+
+def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figure_beside_it(tmp_path, monkeypatch):
+  stats = lambda mean, std, n: {'mean': mean, 'std': std, 'n': n}
+  (tmp_path / 'a').mkdir()
+  (tmp_path / 'a' / 'summary.json').write_text(json.dumps({'methods': {
+      'dec': {'acc': stats(0.9, 0.01, 3), 'nmi': stats(0.85, 0.02, 3), 'seconds': stats(12.4, 1.0, 3)},
+      'n2d': {'acc': stats(0.95, 0.0, 3), 'nmi': stats(0.9, 0.005, 3), 'seconds': stats(3.0, 0.1, 3)}}}))
+  monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
+  monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a'), 'other': ('missing',)})
+  lines = render_results.cross_method_section().splitlines()
+  assert '| DEC | 0.900 / 0.850 ± 0.020 (3 seeds, 12 s) [0.91 / 0.87 DEC-keras] | - |' in lines
+  assert '| N2D | 0.950 / 0.900 ± 0.005 (3 seeds, 3 s) [0.979 / 0.942 N2D paper] | - |' in lines
+  assert not any(line.startswith('| IDEC') for line in lines)  # no run has it

@@ -96,7 +96,7 @@ def test_assign_uses_the_methods_own_alpha(finished_dec, tmp_path):
   (workdir / 'config.json').write_text(json.dumps(saved))
   dataset, labels, confidence = assign.assign(workdir, 'digits', 'dec', 0)
   config, params, centres = assign.load_run(workdir, 'dec', 0)
-  model = benchmark.build_model(config, dataset.image_shape)
+  model = models.from_config(config, dataset.image_shape)
   x = models.model_input('ae', dataset.x)
   q5, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, methods.student_t(5.0))
   q1, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres}, x, methods.student_t(1.0))

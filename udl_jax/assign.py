@@ -14,7 +14,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from udl_jax import benchmark, checkpoint, config as udl_config, data, dec, methods, models, plots, results
+from udl_jax import checkpoint, config as udl_config, data, dec, methods, models, plots, results
 from udl_jax.errors import UserError
 
 def assignment_of(config, method: str):
@@ -23,7 +23,7 @@ def assignment_of(config, method: str):
   alpha = udl_config.method_cluster_block(config.cluster, method).alpha
   if method == 'ae_kmeans':
     return methods.student_t(alpha)
-  benchmark.import_plugins(config.get('imports', ''))
+  methods.import_plugins(config.get('imports', ''))
   found = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
   if not isinstance(found, methods.FineTuner):
     raise UserError(f"method '{method}' cannot assign new images (it keeps no model of its clusters); use "
@@ -67,7 +67,7 @@ def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0,
   dataset = load_new_data(spec, trained_shape[0], labels_csv)
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
-  model = benchmark.build_model(config, trained_shape)
+  model = models.from_config(config, trained_shape)
   # The assignment the method trained with, with its own alpha (cluster.method_overrides), not the default.
   q, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres},
                              models.model_input(config.model.name, dataset.x), assignment_of(config, method))

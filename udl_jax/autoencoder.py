@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from udl_jax import benchmark, checkpoint, config as udl_config, losses, parallel, plots, records, results, train
+from udl_jax import checkpoint, config as udl_config, data, losses, models, parallel, plots, records, results, train
 
 FIGURE_COUNT = 10
 # What may differ when re-running in the same workdir: it changes no number.
@@ -82,7 +82,7 @@ def run(config, workdir: str | Path) -> dict:
   if config.distributed:
     parallel.initialize_distributed()
   workdir = Path(workdir)
-  dataset = benchmark.load_dataset(config)
+  dataset = data.from_config(config)
   mesh = parallel.make_mesh()
   udl_config.validate_for_data(config, dataset, mesh.devices.size)
   # Like the benchmark: a finished run is never resumed with other settings; an unfinished one starts over.
@@ -95,7 +95,7 @@ def run(config, workdir: str | Path) -> dict:
       shutil.rmtree(workdir / 'checkpoints', ignore_errors=True)
     results.write_json(workdir / 'config.json', config.to_dict())
   name = config.model.name
-  model = benchmark.build_model(config, dataset.image_shape)
+  model = models.from_config(config, dataset.image_shape)
   x = dataset.x if name == 'dae' else dataset.flat
   tr, va = train.split_train_val(len(x), config.train.val_fraction, config.seed)
   x_val = x[va] if len(va) else x[tr[:1000]]

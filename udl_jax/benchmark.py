@@ -18,7 +18,6 @@ every seed folder when it finishes. Several processes of one job (`--config.dist
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 import zipfile
 from pathlib import Path
@@ -29,11 +28,6 @@ import numpy as np
 from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
                      parallel, plots, records, results, train)
 from udl_jax.errors import UserError
-
-
-def load_dataset(config) -> data.Dataset:
-  return data.load(config.dataset, config.data_dir or None, image_size=config.image_size,
-                   labels_csv=config.labels_csv or None)
 
 
 def protocol_split(n: int, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +42,6 @@ def nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
   return np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1).astype(np.int32)
 
 
-def build_model(config, image_shape):
-  return models.make_model(config.model.name, image_shape, config.model, train.compute_dtype(config.dtype))
-
-
 class SeedRun:
   """The shared pieces of one seed (pretrained autoencoder, its k-means) computed once and cached on disk."""
 
@@ -60,7 +50,7 @@ class SeedRun:
     self.dir = workdir / f'seed_{seed}'
     self.fit_idx, self.eval_idx = protocol_split(len(dataset), config, seed)
     self.x = models.model_input(config.model.name, dataset.x)
-    self.model = build_model(config, dataset.image_shape)
+    self.model = models.from_config(config, dataset.image_shape)
     self.n_clusters = config.n_clusters or dataset.num_classes
     self._ae = None
 
@@ -240,16 +230,6 @@ def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> N
       return
 
 
-def import_plugins(modules: str) -> None:
-  """Imports the comma-separated modules that register extra clustering methods (`--config.imports`)."""
-  for name in filter(None, (m.strip() for m in modules.split(','))):
-    try:
-      importlib.import_module(name)
-    except ImportError as e:
-      raise UserError(f"--config.imports: cannot import '{name}' ({e}); it must be importable from the "
-                      'current directory or the installed packages') from e
-
-
 # What may change between two runs in one workdir: which trials to run, when to save, and the clustering
 # settings of the methods (their trials are redone). k-means' n_init decides AE+KMeans and every method's start.
 def _may_change(config) -> tuple[str, ...]:
@@ -307,13 +287,13 @@ def run(config, workdir: str | Path) -> dict:
   Several processes may share a workdir: each seed is worked on by one at a time (its lock), and the records
   merge. In a multi-process (multi-host) run, process 0 does every file write and takes the locks.
   """
-  import_plugins(config.get('imports', ''))
+  methods.import_plugins(config.get('imports', ''))
   udl_config.validate(config)
   if config.distributed:
     parallel.initialize_distributed()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  dataset = load_dataset(config)
+  dataset = data.from_config(config)
   mesh = parallel.make_mesh()
   udl_config.validate_for_data(config, dataset, mesh.devices.size)
   _prepare_workdir(config, workdir, dataset)

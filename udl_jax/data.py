@@ -356,3 +356,9 @@ def load(name: str, data_dir: str | None = None, *, image_size: int = 28,
   if name not in _LOADERS:
     raise UserError(f"unknown dataset '{name}'; valid names: {', '.join(NAMES)}")
   return _LOADERS[name](data_dir)
+
+
+def from_config(config) -> Dataset:
+  """The dataset a run config names (`dataset`, `data_dir`, `image_size`, `labels_csv`)."""
+  return load(config.dataset, config.data_dir or None, image_size=config.image_size,
+              labels_csv=config.labels_csv or None)

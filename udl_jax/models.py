@@ -167,6 +167,20 @@ def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=
   raise UserError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
 
 
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  if name not in DTYPES:
+    raise UserError(f"unknown dtype '{name}'; valid: {', '.join(DTYPES)}")
+  return DTYPES[name]
+
+
+def from_config(config, image_shape: tuple[int, int, int]) -> nn.Module:
+  """The module a run config describes (`model` block, `dtype`: bfloat16 compute for mixed precision)."""
+  return make_model(config.model.name, image_shape, config.model, compute_dtype(config.dtype))
+
+
 def model_input(name: str, x):
   """Dense models read flat vectors, the conv model NHWC images."""
   return x if name in CONV_MODELS else x.reshape(x.shape[0], -1)

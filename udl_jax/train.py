@@ -23,13 +23,7 @@ from jax.sharding import PartitionSpec as P
 from udl_jax import checkpoint, log, losses, models, parallel
 from udl_jax.errors import UserError
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def compute_dtype(name: str):
-  if name not in DTYPES:
-    raise UserError(f"unknown dtype '{name}'; valid: {', '.join(DTYPES)}")
-  return DTYPES[name]
+DTYPES, compute_dtype = models.DTYPES, models.compute_dtype  # where benchmarks/ look for them
 
 
 OPTIMIZERS = ('adam', 'sgd')

@@ -15,6 +15,7 @@ and then `--config.imports=my_module --config.methods=dec,my_loss` (keyword argu
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Callable
 
@@ -51,6 +52,16 @@ def get(name: str, **hyperparameters) -> Method:
     raise UserError(f"clustering method '{name}' has no hyperparameter {', '.join(map(repr, unknown))} "
                     f"(cluster.method_kwargs.{name}); it takes: {', '.join(accepted) or 'none'}")
   return factory(**hyperparameters)
+
+
+def import_plugins(modules: str) -> None:
+  """Imports the comma-separated modules that register extra clustering methods (`--config.imports`)."""
+  for name in filter(None, (m.strip() for m in modules.split(','))):
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise UserError(f"--config.imports: cannot import '{name}' ({e}); it must be importable from the "
+                      'current directory or the installed packages') from e
 
 
 from udl_jax.methods import dcn, dec, dkm, gmm, idec, n2d  # noqa: E402,F401  (the built-ins register themselves)
