@@ -134,6 +134,14 @@ def test_every_kind_runs_in_the_benchmark_and_resumes(tmp_path):
   for method in ('ae_gmm', 'n2d'):
     saved = np.load(tmp_path / 'seed_0' / f'{method}_labels.npz')
     assert saved['labels'].shape == (1797,) and np.allclose(saved['confidence'] <= 1.0, True)
+  # New images: every fine-tuner assigns them with its own assignment; an embedding clusterer says it cannot.
+  from udl_jax import assign
+  from udl_jax.errors import UserError
+  for method in ('dcn', 'dkm'):
+    _, labels, confidence = assign.assign(tmp_path, 'digits', method, 0)
+    np.testing.assert_array_equal(labels, np.load(tmp_path / 'seed_0' / f'{method}_labels.npz')['labels'])
+  with pytest.raises(UserError, match="'n2d' cannot assign new images"):
+    assign.assign(tmp_path, 'digits', 'n2d', 0)
   # n2d's UMAP settings changed: only n2d is redone.
   before = rows
   benchmark.run(_small_config(seeds=1, methods='n2d,dcn', **{'cluster.method_kwargs.n2d.n_neighbors': 12}),
