@@ -225,7 +225,7 @@ L1 penalty of weight 0.01 on all hidden activations: compare their `mean_abs_act
 convolutions train at under 100 samples/s on this 2-core CPU (see `benchmarks/README.md`), so its output is
 still blurry; the PSNR columns show it already removes most of the salt-and-pepper noise.
 
-In the benchmark tables, "time / seed" of AE + KMeans, DEC and IDEC includes that seed's autoencoder pretraining.
+In the benchmark tables, "time / seed" of every method but raw KMeans includes that seed's autoencoder pretraining.
 """
 
 
@@ -236,8 +236,9 @@ def readme_block(names: list[str]) -> str:
   for name in shown:
     parts.append(f'{TABLES[name]}\n\n```bash\n{command(name)}\n```\n\n'
                  f'{(RESULTS / name / "table.md").read_text().strip()}')
-  parts.append('Every committed table (digits, holdout protocol, MNIST test set, ...), the autoencoder figures and '
-               'the\npublished numbers side by side: [`results/README.md`](results/README.md).')
+  parts.append('Every method (AE+GMM, N2D, DCN, DKM, ...) on every dataset beside its published figure, every '
+               'committed table\n(digits, holdout protocol, MNIST test set, ...) and the autoencoder figures: '
+               '[`results/README.md`](results/README.md).')
   return '\n\n'.join(parts)
 
 
