@@ -28,7 +28,8 @@ def no_unraisable(monkeypatch):
   monkeypatch.setattr(sys, 'unraisablehook', seen.append)
   yield seen
   gc.collect()
-  assert seen == []
+  # Only orbax's abandoned reads: other tests' event loops, closed in orbax's threads, may report at any time.
+  assert [u for u in seen if '_read_array_index' in repr(u.object)] == []
 
 
 def _state(offset: float) -> train_state.TrainState:
