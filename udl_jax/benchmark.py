@@ -260,11 +260,10 @@ def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> None:
     results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
 
 
-def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> list[str]:
-  """The requested methods seed still needs, after redoing those whose clustering settings changed.
-
-  Decided by process 0 (holding the seed's lock) and broadcast, so every process runs the same trials.
-  """
+def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> tuple[list[str], int]:
+  """(The requested methods seed still needs, how many of them were finished but are redone because their
+  clustering settings changed). Decided by process 0 (holding the seed's lock) and broadcast, so every process
+  runs the same trials."""
   def decide():
     stale = records.stale_methods(workdir, seed, method_names, config.cluster.to_dict())
     if stale:
@@ -272,9 +271,9 @@ def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -
                'autoencoder', seed, ', '.join(stale))
       records.forget_trials(workdir, seed, stale)
     done = {r['method'] for r in records.read_seed(workdir, seed)}
-    return np.asarray([m not in done for m in method_names])
-  todo = parallel.computed_on_main(decide, np.zeros(len(method_names), bool))
-  return [m for m, wanted in zip(method_names, todo) if wanted]
+    return np.asarray([m not in done for m in method_names] + [len(stale)])
+  decided = parallel.computed_on_main(decide, np.zeros(len(method_names) + 1, np.int64))
+  return [m for m, wanted in zip(method_names, decided) if wanted], int(decided[-1])
 
 
 def _span(seeds: list[int]) -> str:
@@ -309,7 +308,8 @@ def run(config, workdir: str | Path) -> dict:
     with records.seed_lock(workdir, seed) if main else contextlib.nullcontext():
       if main:
         records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
-      todo = _methods_to_run(config, workdir, seed, method_names)
+      todo, redone = _methods_to_run(config, workdir, seed, method_names)
+      done -= redone
       seed_run = SeedRun(config, dataset, seed, workdir, mesh)
       for method in todo:
         row, _, _ = run_trial(seed_run, method)
