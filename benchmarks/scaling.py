@@ -72,7 +72,7 @@ def main(argv):
                                           udl_config.cluster_block())
   cfg.pretrain.update(epochs=_EPOCHS.value, optimizer='sgd', learning_rate=0.01, checkpoint_every=10**6)
   cfg.model.kernel_init = 'dec'
-  dtype = train.compute_dtype(_DTYPE.value)
+  dtype = models.compute_dtype(_DTYPE.value)
   command = 'python -m benchmarks.scaling ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
   out, rows = Path(_OUT.value), []
   for n in (int(s) for s in _SIZES.value):

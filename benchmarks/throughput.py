@@ -154,8 +154,8 @@ def _dot_loop(a, b, reps, small_first):
 def gemm_seconds(m: int, k: int, n: int, dtype: str, repeats: int) -> float:
   """Median seconds of one (m, k) @ (k, n) matmul in `dtype`, looped long enough to time (cached per shape)."""
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (m, k), train.compute_dtype(dtype))
-  b = jax.random.normal(kb, (k, n), train.compute_dtype(dtype))
+  a = jax.random.normal(ka, (m, k), models.compute_dtype(dtype))
+  b = jax.random.normal(kb, (k, n), models.compute_dtype(dtype))
   small_first = m * k <= k * n
   once = timed(lambda: _dot_loop(a, b, 1, small_first), 1)[0]  # compiles, then one rough timing
   reps = int(min(10_000, max(1, np.ceil(GEMM_MIN_SECONDS / once))))  # a traced bound: no recompilation
@@ -197,7 +197,7 @@ def random_inputs(workload: str, n: int, seed: int = 0) -> jax.Array:
 def autoencoder_seconds(workload: str, model_cfg, batch: int, dtype: str, num_batches: int, mesh,
                         repeats: int) -> list[float]:
   """Seconds per epoch of `num_batches` steps of the library's pretraining epoch (SGD, momentum 0.9)."""
-  model = models.make_model(workload, IMAGE_SHAPE, model_cfg, train.compute_dtype(dtype))
+  model = models.make_model(workload, IMAGE_SHAPE, model_cfg, models.compute_dtype(dtype))
   opt_cfg = udl_config.train_block()
   opt_cfg.update(optimizer='sgd', learning_rate=LEARNING_RATE, momentum=0.9)
   x = parallel.replicate(random_inputs(workload, num_batches * batch), mesh)
@@ -211,7 +211,7 @@ def autoencoder_seconds(workload: str, model_cfg, batch: int, dtype: str, num_ba
 
 def dec_setup(model_cfg, dtype: str, n: int, mesh):
   """The encoder, a DEC TrainState (encoder params + centres, SGD momentum 0.9) and random x, p, order, y."""
-  model = models.make_model('ae', IMAGE_SHAPE, model_cfg, train.compute_dtype(dtype))
+  model = models.make_model('ae', IMAGE_SHAPE, model_cfg, models.compute_dtype(dtype))
   k = jax.random.split(jax.random.key(3), 5)
   x = random_inputs('dec', n, seed=4)
   params = {'ae': model.init(k[0], x[:1]), 'centres': jax.random.normal(k[1], (N_CLUSTERS, model_cfg.dims[-1]))}
@@ -385,7 +385,7 @@ def measure_row(workload: str, batch: int, dtype: str, model_cfg, mesh, peer_nam
   layers = dense_layers(workload, model_cfg)
   row = {'workload': workload, 'batch': batch, 'dtype': dtype, 'steps': steps, 'seconds': seconds,
          'samples_per_s': rate, 'flops_per_sample': flops, 'gflops': rate * flops / 1e9,
-         'layer_ceiling': {dt: layer_ceiling(layers, batch, dt, repeats) for dt in train.DTYPES}
+         'layer_ceiling': {dt: layer_ceiling(layers, batch, dt, repeats) for dt in models.DTYPES}
          if layers else None, 'peers': {}}
   if workload == 'ae':
     dims = (INPUT_DIM, *model_cfg.dims)
@@ -415,7 +415,7 @@ def parse_flags(mesh) -> tuple[list[str], list[int], list[str]]:
   try:
     batch_sizes = [int(b) for b in _BATCH_SIZES.value]
     for d in dtypes:
-      train.compute_dtype(d)
+      models.compute_dtype(d)
     for b in batch_sizes + [SMALL_BATCH]:
       parallel.check_batch_size(b, mesh)
   except (ValueError, UserError) as e:  # int('2x'), an unknown dtype, a batch the devices cannot split
@@ -438,7 +438,7 @@ def main(argv):
   m = report['machine']
   log.info('throughput on %s (%d cores), jax %s %s %s x %d', m['cpu'], m['cpu_count'], m['packages']['jax'],
            m['backend'], m['device_kind'], m['device_count'])
-  report['ceilings'] = {'square': {dt: square_ceiling(dt, repeats) for dt in train.DTYPES}}
+  report['ceilings'] = {'square': {dt: square_ceiling(dt, repeats) for dt in models.DTYPES}}
   log.info('matmul 2048^3: float32 %.1f GFLOP/s, bfloat16 %.1f GFLOP/s', *report['ceilings']['square'].values())
 
   todo, updates = plan(workloads, batch_sizes, dtypes), {}

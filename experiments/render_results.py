@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from udl_jax.results import METHOD_LABELS
+
 RESULTS = Path('results')
 README = Path('README.md')
 
@@ -166,7 +168,7 @@ def cross_method_section() -> str:
   """Methods as rows, datasets as columns: measured ACC / NMI (mean ± std of NMI, seeds) beside the published
   figure, and each method's own clustering time; every number read from a committed run's summary.json."""
   columns = {col: [_summary_methods(f) for f in folders] for col, folders in CROSS_COLUMNS.items()}
-  found = [m for m in results_labels() if any(m in s for runs in columns.values() for s in runs)]
+  found = [m for m in METHOD_LABELS if any(m in s for runs in columns.values() for s in runs)]
   if not found:
     return ''
   lines = ['## Every method on every dataset', '',
@@ -185,13 +187,8 @@ def cross_method_section() -> str:
       if published:
         cell += f' [{published[0]:g} / {published[1]:g} {published[2]}]'  # as published, no digits added
       cells.append(cell)
-    lines.append(f'| {results_labels()[method]} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {METHOD_LABELS[method]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n\n'
-
-
-def results_labels() -> dict:
-  from udl_jax.results import METHOD_LABELS
-  return METHOD_LABELS
 
 
 def assign_section() -> str:

@@ -4,7 +4,6 @@ parameter trees fail with a clear message."""
 from __future__ import annotations
 
 import gc
-import logging
 import shutil
 import sys
 

@@ -84,9 +84,9 @@ def run(config, workdir: str | Path) -> dict:
   workdir = Path(workdir)
   dataset = data.from_config(config)
   mesh = parallel.make_mesh()
-  udl_config.validate_for_data(config, dataset, mesh.devices.size)
+  udl_config.validate_for_data(config, dataset, mesh)
   # Like the benchmark: a finished run is never resumed with other settings; an unfinished one starts over.
-  start_over = records.check_resumable(workdir, config, MAY_CHANGE, 'figures and checkpoint_every',
+  start_over = records.check_resumable(workdir, records.saved_config(workdir), config, MAY_CHANGE, 'figures and checkpoint_every',
                                        has_finished_work=(workdir / 'params').exists())
   parallel.barrier('read the workdir')
   if parallel.is_main_process():

@@ -52,13 +52,13 @@ class SeedRun:
     self.x = models.model_input(config.model.name, dataset.x)
     self.model = models.from_config(config, dataset.image_shape)
     self.n_clusters = config.n_clusters or dataset.num_classes
-    self._ae = None
+    self._ae = self._kmeans = self._z_fit = None
 
   def _finished_autoencoder(self) -> tuple[dict, float] | None:
     """The saved final params and pretraining seconds of a finished pretraining, or None."""
     ae_dir = self.dir / 'ae'
-    done = (ae_dir / 'params').exists() and (ae_dir / 'metrics.jsonl').exists()
-    if not parallel.computed_on_main(lambda: np.asarray(done), np.asarray(False)):
+    done = lambda: np.asarray((ae_dir / 'params').exists() and (ae_dir / 'metrics.jsonl').exists())
+    if not parallel.computed_on_main(done, np.asarray(False)):
       return None
     try:
       params = checkpoint.load_tree(ae_dir / 'params')
@@ -95,11 +95,22 @@ class SeedRun:
                type(e).__name__, e)
       return None
 
+  def fit_embedding(self) -> np.ndarray:
+    """The pretrained encoder's output for the fit rows, computed once per seed."""
+    if self._z_fit is None:
+      self._z_fit = train.embed(self.model, self.autoencoder()[0], self.x[self.fit_idx], self.mesh)
+    return self._z_fit
+
   def ae_kmeans(self) -> tuple[np.ndarray, np.ndarray]:
     """k-means (n_init from the config) on the embedding of the fit set: (labels, centres), cached.
 
     Process 0 computes it (or reads the cache) and broadcasts it: every process starts DEC from the same centres.
     """
+    if self._kmeans is None:
+      self._kmeans = self._compute_ae_kmeans()
+    return self._kmeans
+
+  def _compute_ae_kmeans(self) -> tuple[np.ndarray, np.ndarray]:
     path = self.dir / 'ae_kmeans.npz'
     params, _ = self.autoencoder()
     dim = jax.eval_shape(lambda: self.model.apply(params, self.x[:1], method=self.model.encode)).shape[-1]
@@ -112,7 +123,7 @@ class SeedRun:
     found, labels, centres = parallel.computed_on_main(read_cache, (np.asarray(False), *like))
     if found:
       return labels, centres
-    z = train.embed(self.model, params, self.x[self.fit_idx], self.mesh)
+    z = self.fit_embedding()
     labels, centres = parallel.computed_on_main(
         lambda: clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init), like)
     results.write_npz(path, labels=labels, centres=centres)
@@ -159,15 +170,20 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
   return row, eval_labels, confidence
 
 
+def _soft(labels: np.ndarray, q: np.ndarray | None, n_clusters: int) -> np.ndarray:
+  """A method's soft assignments, or one-hot rows of its labels when it has none."""
+  return q if q is not None else np.eye(n_clusters, dtype=np.float32)[labels]
+
+
 def _embedding_trial(run: SeedRun, method: methods.EmbeddingClusterer, params) -> tuple[np.ndarray, dict]:
   """Soft assignments of the evaluation rows from a clusterer fitted (on process 0) to the fit rows' embedding."""
-  z_fit = train.embed(run.model, params, run.x[run.fit_idx], run.mesh)
+  z_fit = run.fit_embedding()
   z_eval = z_fit if run.config.protocol == 'transductive' else \
       train.embed(run.model, params, run.x[run.eval_idx], run.mesh)
 
   def fit_and_predict():
     labels, q = method.fit(z_fit, run.n_clusters, run.seed, run.config.cluster.kmeans_n_init)(z_eval)
-    return q if q is not None else np.eye(run.n_clusters, dtype=np.float32)[labels]
+    return _soft(labels, q, run.n_clusters)
   q = parallel.computed_on_main(fit_and_predict, np.zeros((len(z_eval), run.n_clusters), np.float32))
   return q, {}
 
@@ -197,7 +213,7 @@ def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tup
                       workdir=run.dir / method.name, mesh=run.mesh)
   labels, q, history = method.run(seed)
   results.write_jsonl(run.dir / method.name / 'metrics.jsonl', history)
-  return (q if q is not None else np.eye(run.n_clusters, dtype=np.float32)[labels]), {}
+  return _soft(labels, q, run.n_clusters), {}
 
 
 def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict], wall_seconds: float) -> dict:
@@ -237,18 +253,18 @@ def _may_change(config) -> tuple[str, ...]:
   return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every') + cluster
 
 
-def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> None:
-  """Checks that `config` may run in `workdir` and records it there.
+def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> list[dict]:
+  """Checks that `config` may run in `workdir` and records it there; returns the finished trials.
 
   Every process reads the workdir before process 0 changes anything in it (the barrier), so all agree.
   """
-  finished = records.read_all(workdir)
-  start_over = records.check_resumable(workdir, config, _may_change(config), 'seeds, methods, imports and the '
-                                       'clustering settings of the methods', has_finished_work=bool(finished))
-  legacy_cluster = {**udl_config.LEGACY_CLUSTER_DEFAULTS, **(records.saved_config(workdir) or {}).get('cluster', {})}
+  finished, before = records.read_all(workdir), records.saved_config(workdir)
+  start_over = records.check_resumable(workdir, before, config, _may_change(config), 'seeds, methods, imports '
+                                       'and the clustering settings of the methods', has_finished_work=bool(finished))
+  legacy_cluster = {**udl_config.LEGACY_CLUSTER_DEFAULTS, **(before or {}).get('cluster', {})}
   parallel.barrier('read the workdir')
   if not parallel.is_main_process():
-    return
+    return finished
   with records.workdir_lock(workdir):
     records.remove_stale_temporaries(workdir)
     if start_over:
@@ -258,6 +274,7 @@ def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> None:
       records.record_legacy_settings(workdir / f'seed_{seed}', legacy_cluster)
     results.write_json(workdir / 'config.json', config.to_dict())
     results.write_json(workdir / 'image_shape.json', list(dataset.image_shape))  # what `assign` must match
+  return finished
 
 
 def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> tuple[list[str], int]:
@@ -294,13 +311,13 @@ def run(config, workdir: str | Path) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   dataset = data.from_config(config)
   mesh = parallel.make_mesh()
-  udl_config.validate_for_data(config, dataset, mesh.devices.size)
-  _prepare_workdir(config, workdir, dataset)
+  udl_config.validate_for_data(config, dataset, mesh)
+  finished = _prepare_workdir(config, workdir, dataset)
   main = parallel.is_main_process()
   method_names = udl_config.method_list(config)
   seeds = list(range(config.first_seed, config.first_seed + config.seeds))
   wanted = {(s, m) for s in seeds for m in method_names}
-  done = len({(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted)
+  done = len({(r['seed'], r['method']) for r in finished} & wanted)
   t_start = time.perf_counter()
   log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done', config.dataset,
            len(dataset), _span(seeds), ','.join(method_names), config.protocol, done, len(wanted))
@@ -313,7 +330,7 @@ def run(config, workdir: str | Path) -> dict:
       seed_run = SeedRun(config, dataset, seed, workdir, mesh)
       for method in todo:
         row, _, _ = run_trial(seed_run, method)
-        settings = None if method in ('kmeans', 'ae_kmeans') else \
+        settings = None if method in methods.BASELINES else \
             udl_config.method_settings(config.cluster.to_dict(), method)
         if main:
           records.add_trial(workdir, row, settings)

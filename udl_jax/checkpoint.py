@@ -18,11 +18,9 @@ import sys
 import threading
 from pathlib import Path
 
-import jax
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
-from udl_jax import log
+from udl_jax import log, parallel
 from udl_jax.errors import UserError
 
 
@@ -92,7 +90,7 @@ def _quiet_abandoned_reads():
 def _move_aside(step_dir: Path) -> Path:
   """Moves a step out of the manager's folder, to `<dir>.damaged/<step>` (`<step>.1`, ... if taken)."""
   target = step_dir.parent.with_name(step_dir.parent.name + '.damaged') / step_dir.name
-  if jax.process_index() == 0:  # one process moves (the others wait at the barrier in restore_latest)
+  if parallel.is_main_process():  # one process moves (the others wait at the barrier in restore_latest)
     n = 0
     while target.exists():
       n += 1
@@ -125,8 +123,7 @@ def restore_latest(mngr: ocp.CheckpointManager, template):
         moved = _move_aside(directory / str(bad))
         log.info('checkpoint %s cannot be restored (%s); moved it to %s and resuming from step %d',
                  directory / str(bad), reason, moved, step)
-      if jax.process_count() > 1:
-        multihost_utils.sync_global_devices('udl_jax.checkpoint.moved_aside')
+      parallel.barrier('udl_jax.checkpoint.moved_aside')
       mngr.reload()  # orbax caches its step list
     return restored['state'], restored['meta']
   if failed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from udl_jax import data, methods, models, train
+from udl_jax import data, methods, models, parallel, train
 from udl_jax.errors import UserError
 
 
@@ -185,7 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check(0 <= b.tol < 1, f'{label}.tol must be in [0, 1)')
       _check_optimizer(label, b)
   if 'methods' in config:
-    known = ('kmeans', 'ae_kmeans') + methods.names()
+    known = methods.BASELINES + methods.names()
     for m in _as_list(config.methods):
       _check(m in known, f"unknown method '{m}'; valid: {', '.join(known)}")
       if m in methods.names():
@@ -199,16 +199,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(config.protocol in ('transductive', 'holdout'),
            f"protocol must be transductive or holdout, got '{config.protocol}'")
     _check(0 < config.holdout_fraction < 1, 'holdout_fraction must be in (0, 1)')
-  _check(config.dtype in ('float32', 'bfloat16'), f"dtype must be float32 or bfloat16, got '{config.dtype}'")
+  _check(config.dtype in models.DTYPES, f"dtype must be one of {', '.join(models.DTYPES)}, got '{config.dtype}'")
 
 
-def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, devices: int) -> None:
+def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, mesh) -> None:
   """What depends on the loaded data and the devices: cluster count and batch sizes against sample counts.
 
   Mirrors how the run splits the data (holdout split, then the validation split), so that nothing fails after
   an earlier phase already ran.
   """
-  n = len(dataset)
+  n, devices = len(dataset), mesh.devices.size
   n_fit = n - int(round(n * config.holdout_fraction)) if config.get('protocol') == 'holdout' else n
   if 'n_clusters' in config:
     k = config.n_clusters or dataset.num_classes
@@ -219,16 +219,14 @@ def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, 
   n_val = int(round(n_fit * b.val_fraction))
   _check(b.batch_size <= n_fit - n_val, f'{block_name}.batch_size {b.batch_size} is larger than the '
          f'{n_fit - n_val} training samples; lower it')
-  _check(b.batch_size % devices == 0, f'{block_name}.batch_size {b.batch_size} must be a multiple of the '
-         f'{devices} devices it is split across')
+  parallel.check_batch_size(b.batch_size, mesh, f'{block_name}.batch_size')
   _check(n_val == 0 or n_val >= devices, f'{block_name}.val_fraction leaves {n_val} validation samples, fewer '
          f'than the {devices} devices; raise it or set it to 0')
   if 'cluster' in config:
     for m in [m for m in method_list(config) if m in methods.names()]:
       size = method_cluster_block(config.cluster, m).batch_size
       _check(size <= n_fit, f'cluster batch_size {size} of {m} is larger than the {n_fit} samples to cluster')
-      _check(size % devices == 0, f'cluster batch_size {size} of {m} must be a multiple of the {devices} '
-             'devices it is split across')
+      parallel.check_batch_size(size, mesh, f'cluster batch_size of {m}')
 
 
 def _as_list(value) -> list[str]:

@@ -88,10 +88,10 @@ def shard_batch(batch: jax.Array, mesh: Mesh) -> jax.Array:
   return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(batch_size: int, mesh: Mesh, label: str = 'batch_size') -> None:
   n = mesh.devices.size
   if batch_size % n:
-    raise UserError(f'batch_size {batch_size} must be a multiple of the {n} devices it is split across; '
+    raise UserError(f'{label} {batch_size} must be a multiple of the {n} devices it is split across; '
                     f'use {batch_size - batch_size % n or n}')
 
 

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from udl_jax import config as udl_config, log, results
+from udl_jax import config as udl_config, log, methods, results
 from udl_jax.errors import UserError
 
 # Keys that may differ between two runs in one workdir: they select work, they do not change a trial.
@@ -92,12 +92,10 @@ def read_all(workdir: Path) -> list[dict]:
   return [r for path in sorted(workdir.glob('seed_*/trials.csv')) for r in results.read_trials(path)]
 
 
-def write_union(workdir: Path) -> list[dict]:
-  """Rewrites WORKDIR/trials.csv from the seed records; returns its rows."""
+def write_union(workdir: Path) -> None:
+  """Rewrites WORKDIR/trials.csv from the seed records."""
   with workdir_lock(workdir):
-    rows = read_all(workdir)
-    results.write_trials(workdir / 'trials.csv', rows)
-  return rows
+    results.write_trials(workdir / 'trials.csv', read_all(workdir))
 
 
 def add_trial(workdir: Path, row: dict, settings: dict | None) -> None:
@@ -138,7 +136,7 @@ def record_legacy_settings(seed_dir: Path, legacy_cluster: dict) -> None:
   """Writes methods.json for a seed recorded before it existed: its trials were made with `legacy_cluster`."""
   if (seed_dir / 'methods.json').exists() or not (seed_dir / 'trials.csv').exists():
     return
-  made = {r['method'] for r in results.read_trials(seed_dir / 'trials.csv')} - {'kmeans', 'ae_kmeans'}
+  made = {r['method'] for r in results.read_trials(seed_dir / 'trials.csv')} - set(methods.BASELINES)
   results.write_json(seed_dir / 'methods.json',
                      {m: udl_config.method_settings(legacy_cluster, m) for m in sorted(made)})
 
@@ -193,16 +191,15 @@ def saved_config(workdir: Path) -> dict | None:
     raise UserError(f'{path} is not valid JSON ({e}); delete it if the workdir holds no finished work') from e
 
 
-def check_resumable(workdir: Path, config, may_change: tuple[str, ...], allowed: str,
+def check_resumable(workdir: Path, before: dict | None, config, may_change: tuple[str, ...], allowed: str,
                     has_finished_work: bool) -> bool:
   """Whether `config` may run in `workdir`: True when the saved run's unfinished work must be discarded first.
 
   A workdir whose saved config differs only in `may_change` (dotted keys) resumes. One that differs in more is
   refused if it holds finished work (that would mix incomparable results), and otherwise (a first run that
   failed, say with a learning rate too high) accepts the new config once what the failed run left is discarded.
-  `allowed` says in words what may change, for the refusal.
+  `before` is the workdir's `saved_config`; `allowed` says in words what may change, for the refusal.
   """
-  before = saved_config(workdir)
   if before is None:
     return False
   changed = changed_settings(before, as_json(config), may_change)

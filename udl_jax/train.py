@@ -23,9 +23,6 @@ from jax.sharding import PartitionSpec as P
 from udl_jax import checkpoint, log, losses, models, parallel
 from udl_jax.errors import UserError
 
-DTYPES, compute_dtype = models.DTYPES, models.compute_dtype  # where benchmarks/ look for them
-
-
 OPTIMIZERS = ('adam', 'sgd')
 
 

@@ -20,7 +20,8 @@ import inspect
 from typing import Callable
 
 from udl_jax.errors import UserError
-from udl_jax.methods.base import Batch, EmbeddingClusterer, FineTuner, Method, OwnTrainer, Seed, student_t
+from udl_jax.methods.base import (Batch, EmbeddingClusterer, FineTuner, Method, OwnTrainer, Seed,  # noqa: F401
+                                  student_t)
 
 # The two baselines every table starts with; the benchmark runs them itself (k-means is shared by all methods).
 BASELINES = ('kmeans', 'ae_kmeans')
