@@ -12,6 +12,9 @@ import ml_collections
 from udl_jax import config as udl_config
 
 
+ARGUMENTS = ('model', 'dataset')  # the keys after the colon; --config.model.name / --config.dataset are read so too
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = udl_config.parse_arg(arg)
   c = ml_collections.ConfigDict()

@@ -6,12 +6,16 @@
       --config.data_dir=PHOTOS --config.n_clusters=8 --workdir=runs/photos
 
 Argument keys (after the colon): dataset=NAME (digits, mnist, mnist_test, fashion_mnist, fashion_mnist_test,
-usps, folder). Everything else is a flag: --config.KEY=VALUE (a typo fails: the config is locked).
+usps, folder); --config.dataset=NAME applies the same preset. Everything else is a flag: --config.KEY=VALUE (a
+typo fails: the config is locked). --print_config shows the resolved config and the planned trials.
 """
 
 import ml_collections
 
 from udl_jax import config as udl_config
+
+
+ARGUMENTS = ('dataset',)  # the keys after the colon; --config.dataset=NAME is read as dataset=NAME here
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,6 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.holdout_fraction = 0.3
   c.dtype = 'float32'          # or 'bfloat16': mixed precision (float32 params and optimiser state)
   c.distributed = False        # multi-host: call jax.distributed.initialize() first
+  c.tensorboard = False        # also write TensorBoard scalars of every phase (pip install -e ".[tensorboard]")
+  c.keep_checkpoints = 'none'  # after a phase finished: 'keep' (orbax's last two steps), 'last' step, or 'none'
   c.model = udl_config.model_block('ae')
   c.pretrain = udl_config.train_block()
   c.cluster = udl_config.cluster_block()

@@ -12,14 +12,18 @@ from experiments import launch
 from udl_jax import benchmark
 
 _CONFIG = launch.define_config('configs/benchmark.py', 'Benchmark config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/benchmark_<dataset>).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/benchmark_<dataset>, with _holdout '
+                                'for the holdout protocol).')
 
 
 def main(argv):
   launch.check_no_positional(argv)
-  config = _CONFIG.value
-  workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/benchmark_{config.dataset}', config.distributed)
-  benchmark.run(config, workdir)
+  config = launch.resolved_config(_CONFIG)
+  workdir = _WORKDIR.value or f"runs/benchmark_{config.dataset}{'_holdout' if config.protocol == 'holdout' else ''}"
+  if launch.PRINT_CONFIG.value:
+    launch.print_config(config, benchmark.plan(config, workdir))
+    return
+  benchmark.run(config, launch.prepare_workdir(workdir, config.distributed))
 
 
 if __name__ == '__main__':

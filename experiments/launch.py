@@ -1,5 +1,7 @@
-"""What every launcher shares: one clear line instead of a traceback for user errors, a log file in the workdir."""
+"""What every launcher shares: one clear line instead of a traceback for user errors, a log file in the workdir,
+the config as the user meant it (`--config.dataset=X` applies X's preset as `:dataset=X` does), --print_config."""
 
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from udl_jax import log, parallel
+from udl_jax import config as udl_config, log, parallel
 from udl_jax.errors import UserError
 
 
@@ -44,10 +46,69 @@ def _config_error(e: BaseException) -> str:
   return f"unknown config key {str(text).replace(chr(10), '; ')}"
 
 
+PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved config (and the planned trials) and '
+                                  'exit without running anything.')
+# Config-file arguments (`--config=FILE:KEY=VALUE`) that are also config keys: overriding the key with a flag
+# rebuilds the config from the file with that argument, so the preset it selects follows it.
+ARGUMENT_KEYS = {'dataset': 'dataset', 'model': 'model.name'}
+
+
+def _load_config_module(path: str):
+  spec = importlib.util.spec_from_file_location('udl_config_file', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def resolved_config(holder):
+  """The config of `--config` as the user meant it: a flag overriding an argument key (--config.dataset=mnist)
+  is applied as that argument (`:dataset=mnist`: its preset), then every --config.KEY flag on top."""
+  flag = flags.FLAGS[holder.name]
+  overrides = config_flags.get_override_values(flag)
+  path, _, arg = flag.config_filename.partition(':')
+  module = _load_config_module(path)
+  as_arguments = {key: overrides[dotted] for key, dotted in ARGUMENT_KEYS.items()
+                  if key in getattr(module, 'ARGUMENTS', ()) and dotted in overrides}
+  if not as_arguments:
+    return holder.value
+  try:
+    args = {**udl_config.parse_arg(arg), **as_arguments}
+    config = module.get_config(','.join(f'{k}={v}' for k, v in args.items()))
+    config.update_from_flattened_dict(overrides)
+  except UserError as e:
+    _fail(e)
+  return config
+
+
+def print_config(config, plan: str = '') -> None:
+  """--print_config: the resolved config (as --config.KEY=VALUE would set it) and what would run."""
+  print(config)
+  if plan:
+    print(plan)
+
+
+def _keys_help(path: str) -> str:
+  """Every key of the default config with its default value, for --help (the config file says what each means)."""
+  try:
+    flat = _load_config_module(path).get_config().to_dict()
+  except Exception:  # noqa: BLE001  (--help must work even if the default config cannot be built here)
+    return ''
+  def walk(d, prefix=''):
+    for key, value in d.items():
+      yield from walk(value, f'{prefix}{key}.') if isinstance(value, dict) else [f'{prefix}{key}={value}']
+  return (f'Keys (--config.KEY=VALUE; {path} says what each means; --print_config shows the resolved '
+          'values):\n  ' + '\n  '.join(walk(flat)))
+
+
 def define_config(default: str, help_text: str):
   """`--config` as a locked config file; ml_collections reads the --config.KEY overrides from argv right here."""
   try:
-    return config_flags.DEFINE_config_file('config', default, help_text, lock_config=True)
+    holder = config_flags.DEFINE_config_file('config', default, f'{help_text}\n{_keys_help(default)}',
+                                             lock_config=True)
+    # Listed by --help, which shows the main module's flags (this one is defined here, in launch).
+    flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS['config'])
+    flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS['print_config'])
+    return holder
   except UserError as e:
     _fail(e)
   except (AttributeError, KeyError) as e:

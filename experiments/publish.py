@@ -27,11 +27,20 @@ _NOTE = flags.DEFINE_string('note', '', 'How the run came about when one command
 FILES = ('table.md', 'trials.csv', 'summary.json', 'metrics.jsonl', 'assignments.csv', 'metrics.json', 'log.txt')
 
 
+def check_finished(src: Path) -> None:
+  """A benchmark table is published only when it holds every trial its command asked for."""
+  if (src / 'summary.json').exists():
+    reason = results.unfinished(json.loads((src / 'summary.json').read_text()))
+    if reason:
+      raise UserError(f'{src} is unfinished: {reason} (re-run its command to finish it, then publish)')
+
+
 def main(argv):
   launch.check_no_positional(argv)
   src, dest = Path(_WORKDIR.value), Path('results') / _NAME.value
   if not (src / 'summary.json').exists() and not (src / 'assignments.csv').exists():
     raise UserError(f'{src} has neither summary.json nor assignments.csv: the run is not finished')
+  check_finished(src)
   dest.mkdir(parents=True, exist_ok=True)
   for path in [src / f for f in FILES] + sorted(src.glob('*.png')):
     if path.exists():

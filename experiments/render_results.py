@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from udl_jax import results
 from udl_jax.results import METHOD_LABELS
 
 RESULTS = Path('results')
@@ -240,8 +241,18 @@ def readme_block(names: list[str]) -> str:
   return '\n\n'.join(parts)
 
 
+def check_finished(folders) -> None:
+  """Refuses to render a table that lacks trials its command asked for (publish refuses them too)."""
+  for name in folders:
+    path = RESULTS / name / 'summary.json'
+    reason = results.unfinished(json.loads(path.read_text())) if path.exists() else None
+    if reason:
+      sys.exit(f'results/{name} is unfinished ({reason}): finish its run and publish it again')
+
+
 def main() -> None:
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
+  check_finished(set(names) | {f for folders in CROSS_COLUMNS.values() for f in folders})
   page = HEADER + PUBLISHED + '\n' + cross_method_section() + ''.join(table_section(n, TABLES[n]) for n in names)
   page += epochs_section() + precision_section() + assign_section() + autoencoder_section()
   (RESULTS / 'README.md').write_text(page)

@@ -16,7 +16,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/<m
 
 def main(argv):
   launch.check_no_positional(argv)
-  config = _CONFIG.value
+  config = launch.resolved_config(_CONFIG)
+  if launch.PRINT_CONFIG.value:
+    launch.print_config(config)
+    return
   workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/{config.model.name}_{config.dataset}', config.distributed)
   summary = autoencoder.run(config, workdir)
   print({k: v for k, v in summary.items() if k in ('model', 'dataset', 'epochs_run', 'heldout')})

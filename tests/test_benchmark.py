@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ def _small_config(**overrides):
   c.model.dims = (32, 16, 6)
   c.cluster.maxiter = 30  # one chunk of update_interval 30
   c.cluster.kmeans_n_init = 2
+  c.keep_checkpoints = 'keep'  # these tests simulate kills by removing finished records: the checkpoints stay
   for key, value in overrides.items():
     block = c
     *path, last = key.split('.')
@@ -79,7 +81,8 @@ def test_outputs(bench):
   for label in ('KMeans (raw pixels)', 'AE + KMeans', 'DEC', 'IDEC'):
     assert f'| {label} |' in table
   assert table.count('**') >= 6  # the best mean of each of ACC, NMI, ARI in bold
-  assert 'digits (1797 images)' in table and '2 seeds' in table
+  assert 'digits (1797 images)' in table and '2 seeds (0..1), dtype float32' in table
+  assert '± is the sample standard deviation over seeds' in table and 'pretraining' in table
   assert json.loads((workdir / 'config.json').read_text())['cluster']['maxiter'] == 30
   assert (workdir / 'clusters.png').stat().st_size > 0
   for seed in (0, 1):
@@ -125,9 +128,28 @@ def test_processes_running_other_seeds_share_the_workdir(tmp_path, monkeypatch):
 
   monkeypatch.setattr(benchmark, 'run_trial', seed_1_finishes_meanwhile)
   payload = benchmark.run(_small_config(methods='kmeans', seeds=1), tmp_path)
-  assert others[0]['seeds'] == [1] and payload['seeds'] == [0, 1]
+  assert others[0]['seeds'] == [1] and payload['seeds'] == [0]  # each table: the seeds its command asked for
   assert sorted((int(r['seed']), r['method']) for r in _trials(tmp_path)) == [(0, 'kmeans'), (1, 'kmeans')]
   assert [r['seed'] for r in results.read_trials(tmp_path / 'seed_0' / 'trials.csv')] == [0]
+
+
+def test_a_seed_another_process_works_on_is_deferred_not_queued_behind(tmp_path, logged):
+  """Seed 0's lock is held by another process: this one runs seed 1 first, then waits for seed 0 and, the other
+  process having died without finishing it, runs it: the table is complete."""
+  holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f"""
+      import sys, time
+      from pathlib import Path
+      from udl_jax import records
+      with records.seed_lock(Path({str(tmp_path)!r}), 0):
+        print('locked', flush=True)
+        time.sleep(8)""")], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'locked'
+  payload = benchmark.run(_small_config(methods='kmeans'), tmp_path)
+  holder.wait()
+  trials = [line for line in logged if line.startswith('trial ')]
+  assert [t.split()[3] for t in trials] == ['1', '0'], trials  # 'trial 1/2 seed 1 kmeans: ...'
+  assert any('seed 0: another process is working on it' in line for line in logged)
+  assert payload['complete'] and payload['seeds'] == [0, 1]
 
 
 def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_of_bench, tmp_path, monkeypatch):
@@ -269,3 +291,77 @@ def test_table_bolds_the_best_mean_and_shows_no_spread_for_one_seed():
   kmeans_line, dec_line = table.splitlines()[2:]
   assert '0.600 ± 0.141' in kmeans_line and kmeans_line.endswith('| 2 | 1.0 |')
   assert '| **0.800** |' in dec_line and '±' not in dec_line and dec_line.endswith('| 1 | 1.0 |')
+
+
+def test_time_column_counts_each_method_alone_and_the_shared_pretraining_once():
+  rows = [{'seed': 0, 'method': m, 'acc': 0.5, 'nmi': 0.5, 'ari': 0.5, 'seconds': s, 'pretrain_seconds': p}
+          for m, s, p in (('kmeans', 1.0, None), ('ae_kmeans', 2.0, 100.0), ('dec', 30.0, 100.0))]
+  summary = results.summarize(rows, ['kmeans', 'ae_kmeans', 'dec'])
+  table = results.markdown_table(summary)
+  assert [line.rsplit('|', 2)[1].strip() for line in table.splitlines()[2:]] == ['1.0', '2.0', '30.0']
+  assert 'took 100.0 s per seed more, once' in results.table_notes(summary)
+
+
+def test_table_aggregates_only_the_requested_seeds_and_methods(copy_of_bench):
+  """A workdir holding seeds 0-1 x 4 methods, asked for seed 0 and kmeans,dec: the table says so and holds
+  exactly those; trials.csv keeps every record."""
+  _, workdir = copy_of_bench
+  payload = benchmark.run(_small_config(seeds=1, methods='kmeans,dec'), workdir)
+  assert payload['seeds'] == [0] and payload['complete'] and list(payload['methods']) == ['kmeans', 'dec']
+  assert all(s['nmi']['n'] == 1 for s in payload['methods'].values())
+  assert len(_trials(workdir)) == 8
+  assert '1 seed (0)' in (workdir / 'table.md').read_text()
+
+
+def test_unfinished_runs_are_flagged_and_refused_by_publish(copy_of_bench, tmp_path):
+  config, workdir = copy_of_bench
+  assert results.unfinished(json.loads((workdir / 'summary.json').read_text())) is None
+  rows = [r for r in records.read_all(workdir) if not (r['seed'] == 1 and r['method'] == 'dec')]
+  payload = benchmark.write_outputs(config, benchmark.data.from_config(config), workdir, rows, 0.0)
+  assert payload['complete'] is False and payload['missing_trials'] == 1
+  assert 'INCOMPLETE: 1 of 8 trials not finished' in (workdir / 'table.md').read_text()
+  assert results.unfinished(payload) == '1 of its requested trials have not run'
+  legacy = {'seeds': [0, 1, 2], 'methods': {'kmeans': {'nmi': {'n': 3}}, 'dec': {'nmi': {'n': 2}}}}
+  assert results.unfinished(legacy) == 'dec ran on fewer than its 3 seeds'
+  proc = subprocess.run([sys.executable, '-m', 'experiments.publish', f'--workdir={workdir}', '--name=x',
+                         '--command=c'], capture_output=True, text=True, cwd=tmp_path,
+                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+  assert proc.returncode == 2 and 'is unfinished: 1 of its requested trials' in proc.stderr, proc.stderr
+  assert not (tmp_path / 'results').exists()
+
+
+@pytest.mark.parametrize('keep, left', [('none', []), ('last', ['newest']), ('keep', ['older', 'newest'])])
+def test_finished_phases_keep_what_keep_checkpoints_says(tmp_path, keep, left):
+  folder = tmp_path / 'checkpoints'
+  for step in ('5', '10'):
+    (folder / step).mkdir(parents=True)
+  benchmark.prune_checkpoints(folder, keep)
+  names = {'5': 'older', '10': 'newest'}
+  kept = sorted(names[p.name] for p in folder.iterdir()) if folder.exists() else []
+  assert kept == sorted(left)
+
+
+def test_default_run_leaves_no_checkpoints_of_finished_phases(tmp_path):
+  config = _small_config(seeds=1, methods='ae_kmeans,dec')
+  config.keep_checkpoints = benchmark_config.get_config().keep_checkpoints  # the default: 'none'
+  benchmark.run(config, tmp_path)
+  assert not list(tmp_path.rglob('checkpoints'))
+  assert (tmp_path / 'seed_0' / 'ae' / 'params').exists() and (tmp_path / 'seed_0' / 'dec' / 'params').exists()
+
+
+def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path):
+  """--config.dataset=mnist_test resolves as :dataset=mnist_test (its preset), other flags still win, and
+  --print_config shows it and the plan without touching the workdir or loading data."""
+  runs = {name: _launcher(*args, f'--workdir={tmp_path / name}', '--print_config') for name, args in {
+      'flag': ['--config.dataset=mnist_test', '--config.pretrain.learning_rate=0.5', '--config.seeds=2'],
+      'colon': ['--config=configs/benchmark.py:dataset=mnist_test', '--config.pretrain.learning_rate=0.5',
+                '--config.seeds=2']}.items()}
+  out = {}
+  for name, p in runs.items():
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    out[name] = stdout
+  assert out['flag'] == out['colon'].replace(str(tmp_path / 'colon'), str(tmp_path / 'flag'))
+  assert 'epochs: 300' in out['flag'] and 'optimizer: sgd' in out['flag'] and 'learning_rate: 0.5' in out['flag']
+  assert 'seed 1: run kmeans, ae_kmeans, dec, idec' in out['flag'] and 'seed 2' not in out['flag']
+  assert not any(tmp_path.iterdir())

@@ -19,7 +19,8 @@ from udl_jax import records, results
 FLAGS = ['--config=configs/benchmark.py', '--config.seeds=1', '--config.methods=kmeans,ae_kmeans,dec',
          '--config.pretrain.epochs=2', '--config.pretrain.batch_size=128', '--config.model.dims=(32,16,6)',
          '--config.cluster.maxiter=90', '--config.cluster.tol=0', '--config.cluster.checkpoint_every=2',
-         '--config.cluster.batch_size=128', '--config.cluster.kmeans_n_init=2']
+         '--config.cluster.batch_size=128', '--config.cluster.kmeans_n_init=2',
+         '--config.keep_checkpoints=keep']
 TIMEOUT = 240  # a hang guard (a process waiting forever for its peer), not a speed check
 
 

@@ -18,6 +18,7 @@ every seed folder when it finishes. Several processes of one job (`--config.dist
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -26,7 +27,7 @@ import jax
 import numpy as np
 
 from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
-                     parallel, plots, records, results, train)
+                     parallel, plots, progress, records, results, train)
 from udl_jax.errors import UserError
 
 
@@ -83,6 +84,7 @@ class SeedRun:
       params = jax.device_get(state.params)
       checkpoint.save_tree(self.dir / 'ae' / 'params', params)
       results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)  # last: it marks pretraining finished
+      prune_checkpoints(self.dir / 'ae' / 'checkpoints', self.config.get('keep_checkpoints', 'keep'))
       self._ae = params, float(sum(h['seconds'] for h in history))
     return self._ae
 
@@ -124,8 +126,10 @@ class SeedRun:
     if found:
       return labels, centres
     z = self.fit_embedding()
-    labels, centres = parallel.computed_on_main(
-        lambda: clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init), like)
+    with progress.phase(f'k-means on the embedding ({z.shape[0]} x {z.shape[1]}, '
+                        f'{self.config.cluster.kmeans_n_init} inits)'):
+      labels, centres = parallel.computed_on_main(
+          lambda: clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init), like)
     results.write_npz(path, labels=labels, centres=centres)
     return labels, centres
 
@@ -144,8 +148,11 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
   if method == 'kmeans':
     flat = run.dataset.flat
     like = (np.zeros(len(run.fit_idx), np.int32), np.zeros((run.n_clusters, flat.shape[1]), np.float32))
-    labels, centres = parallel.computed_on_main(
-        lambda: clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init), like)
+    with progress.phase(f'k-means on raw pixels ({len(run.fit_idx)} x {flat.shape[1]}, '
+                        f'{config.cluster.kmeans_n_init} inits)'):
+      labels, centres = parallel.computed_on_main(
+          lambda: clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init),
+          like)
     eval_labels = nearest_centre(flat[run.eval_idx], centres) if holdout else labels
   elif method == 'ae_kmeans':
     params, row['pretrain_seconds'] = run.autoencoder()
@@ -184,7 +191,8 @@ def _embedding_trial(run: SeedRun, method: methods.EmbeddingClusterer, params) -
   def fit_and_predict():
     labels, q = method.fit(z_fit, run.n_clusters, run.seed, run.config.cluster.kmeans_n_init)(z_eval)
     return _soft(labels, q, run.n_clusters)
-  q = parallel.computed_on_main(fit_and_predict, np.zeros((len(z_eval), run.n_clusters), np.float32))
+  with progress.phase(f'{method.name} on the embedding ({z_fit.shape[0]} x {z_fit.shape[1]})'):
+    q = parallel.computed_on_main(fit_and_predict, np.zeros((len(z_eval), run.n_clusters), np.float32))
   return q, {}
 
 
@@ -216,20 +224,61 @@ def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tup
   return _soft(labels, q, run.n_clusters), {}
 
 
+def requested_seeds(config) -> list[int]:
+  return list(range(config.first_seed, config.first_seed + config.seeds))
+
+
 def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict], wall_seconds: float) -> dict:
-  method_names = udl_config.method_list(config)
-  summary = results.summarize(rows, method_names)
+  """trials.csv (every finished trial of the workdir: the record), and summary.json / table.md of exactly the
+  requested seeds and methods: a trial kept from another command (another seed, a dropped method) is left out."""
+  method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   results.write_trials(workdir / 'trials.csv', rows)
+  rows = [r for r in rows if r['seed'] in seeds and r['method'] in method_names]
+  missing = len(seeds) * len(method_names) - len({(r['seed'], r['method']) for r in rows})
+  summary = results.summarize(rows, method_names)
   payload = {'dataset': config.dataset, 'protocol': config.protocol, 'n_samples': len(dataset),
-             'seeds': sorted({r['seed'] for r in rows}), 'methods': summary, 'wall_seconds_this_process':
-             wall_seconds, 'config': config.to_dict(), 'environment': results.environment()}
+             'seeds': seeds, 'complete': missing == 0, 'missing_trials': missing, 'methods': summary,
+             'wall_seconds_this_process': wall_seconds, 'config': config.to_dict(),
+             'environment': results.environment()}
   results.write_json(workdir / 'summary.json', payload)
-  n_seeds = len(payload['seeds'])
   header = (f'{config.dataset} ({len(dataset)} images), protocol {config.protocol}, '
-            f"{n_seeds} seed{'s' if n_seeds != 1 else ''}\n\n")
-  results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary))
+            f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({_span(seeds)}), dtype {config.dtype}"
+            + (f', INCOMPLETE: {missing} of {len(seeds) * len(method_names)} trials not finished' if missing else '')
+            + '\n\n')
+  results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary) + results.table_notes(summary))
   _cluster_figure(dataset, workdir, rows)
+  if dataset.y is None:
+    _write_assignments(dataset, workdir, rows)
   return payload
+
+
+def _write_assignments(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> None:
+  """An unlabelled run (a photo folder): each image's cluster and confidence from each method's trial of the
+  first seed, in one CSV (image, then METHOD_cluster and METHOD_confidence per method)."""
+  seed = min((r['seed'] for r in rows), default=None)
+  if seed is None:
+    return
+  columns = {}
+  for method in [r['method'] for r in rows if r['seed'] == seed]:
+    with np.load(workdir / f'seed_{seed}' / f'{method}_labels.npz') as saved:
+      index = saved['index']
+      columns[f'{method}_cluster'] = saved['labels']
+      if 'confidence' in saved:
+        columns[f'{method}_confidence'] = np.round(saved['confidence'], 4)
+  ids = dataset.ids if dataset.ids is not None else [str(i) for i in range(len(dataset))]
+  lines = [','.join(['image', *columns])]
+  lines += [','.join([ids[i], *(str(c[j]) for c in columns.values())]) for j, i in enumerate(index)]
+  results.write_atomic(workdir / 'assignments.csv', '\n'.join(lines) + '\n')
+
+
+def prune_checkpoints(directory: Path, keep: str) -> None:
+  """After a phase finished (its params are saved), what `keep_checkpoints` keeps of its checkpoints: 'keep'
+  all that orbax kept, the 'last' step only, or 'none' (a finished phase is never resumed)."""
+  if keep == 'keep' or not parallel.is_main_process() or not directory.exists():
+    return
+  steps = sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+  for path in steps[:-1] if keep == 'last' else [directory]:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> None:
@@ -250,7 +299,8 @@ def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> N
 # settings of the methods (their trials are redone). k-means' n_init decides AE+KMeans and every method's start.
 def _may_change(config) -> tuple[str, ...]:
   cluster = tuple(f'cluster.{k}' for k in config.cluster if k != 'kmeans_n_init')
-  return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every') + cluster
+  return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every', 'keep_checkpoints',
+                                   'tensorboard') + cluster
 
 
 def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> list[dict]:
@@ -297,6 +347,80 @@ def _span(seeds: list[int]) -> str:
   return f'{seeds[0]}..{seeds[-1]}' if len(seeds) > 1 else str(seeds[0])
 
 
+def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]]) -> float | None:
+  """Seconds the `remaining` (seed, method) trials should take, from the finished trials' times (each seed's
+  pretraining counted once); None until every method among them has been timed."""
+  seconds: dict[str, list[float]] = {}
+  for r in rows:
+    seconds.setdefault(r['method'], []).append(r['seconds'])
+  pretrain = [r['pretrain_seconds'] for r in rows if r['pretrain_seconds'] is not None]
+  pretrained = {r['seed'] for r in rows if r['pretrain_seconds'] is not None}
+  to_pretrain = {s for s, m in remaining if m != 'kmeans'} - pretrained
+  if any(m not in seconds for _, m in remaining) or (to_pretrain and not pretrain):
+    return None
+  return sum(float(np.mean(seconds[m])) for _, m in remaining) + len(to_pretrain) * float(np.mean(pretrain or [0]))
+
+
+def plan(config, workdir: str | Path) -> str:
+  """What `run` would do in `workdir`: the trials still to run and those already finished (`--print_config`)."""
+  workdir = Path(workdir)
+  finished = {(r['seed'], r['method']) for r in records.read_all(workdir)} if workdir.exists() else set()
+  method_names = udl_config.method_list(config)
+  lines = [f'planned trials in {workdir} (dataset {config.dataset}, protocol {config.protocol}):']
+  for seed in requested_seeds(config):
+    todo = [m for m in method_names if (seed, m) not in finished]
+    done = [m for m in method_names if (seed, m) in finished]
+    lines.append(f"  seed {seed}: run {', '.join(todo) or 'nothing'}"
+                 + (f" (finished: {', '.join(done)})" if done else ''))
+  deep = [m for m in method_names if m != 'kmeans']
+  if deep:
+    lines.append(f'  each seed without a finished autoencoder first pretrains {config.model.name} for '
+                 f'{config.pretrain.epochs} epochs ({config.pretrain.optimizer}, lr {config.pretrain.learning_rate})')
+  return '\n'.join(lines)
+
+
+def _claim_seed(workdir: Path, seed: int, wait: bool) -> contextlib.ExitStack | None:
+  """The seed's lock, or None when another process holds it and `wait` is False: processes sharing a workdir
+  then split the seeds instead of queueing behind each other. Process 0 takes it; every process learns the
+  outcome (a multi-process job acts as one)."""
+  held = contextlib.ExitStack()
+
+  def take():
+    try:
+      held.enter_context(records.seed_lock(workdir, seed, wait))
+      return np.asarray(True)
+    except records.Busy:
+      return np.asarray(False)
+  return held if bool(parallel.computed_on_main(take, np.asarray(False))) else None
+
+
+def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], done: int, total: int,
+              timed: list[dict], later: list[tuple[int, str]]) -> int:
+  """The requested trials of one seed that are not finished (its lock held); returns the trials done so far.
+  `timed` (finished rows, appended to) and `later` (trials of the seeds after it) estimate the run's ETA."""
+  main = parallel.is_main_process()
+  if main:
+    records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
+  todo, redone = _methods_to_run(config, workdir, seed, method_names)
+  done -= redone
+  seed_run = SeedRun(config, dataset, seed, workdir, mesh)
+  for i, method in enumerate(todo):
+    progress.set_trial(f'seed {seed} {method}', _time_estimate(timed, [(seed, m) for m in todo[i + 1:]] + later))
+    row, _, _ = run_trial(seed_run, method)
+    settings = None if method in methods.BASELINES else udl_config.method_settings(config.cluster.to_dict(), method)
+    if main:
+      records.add_trial(workdir, row, settings)
+    prune_checkpoints(seed_run.dir / method / 'checkpoints', config.get('keep_checkpoints', 'keep'))
+    timed.append(row)
+    done += 1
+    progress.trials_done(done)
+    scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+    log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, total, seed, method, scores, row['seconds'])
+  if main and todo:
+    records.write_union(workdir)
+  return done
+
+
 def run(config, workdir: str | Path) -> dict:
   """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary.
 
@@ -311,37 +435,42 @@ def run(config, workdir: str | Path) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   dataset = data.from_config(config)
   mesh = parallel.make_mesh()
+  for change in udl_config.fit_batch_sizes(config, len(dataset), mesh.devices.size):
+    log.info('small folder: %s', change)
   udl_config.validate_for_data(config, dataset, mesh)
   finished = _prepare_workdir(config, workdir, dataset)
-  main = parallel.is_main_process()
-  method_names = udl_config.method_list(config)
-  seeds = list(range(config.first_seed, config.first_seed + config.seeds))
+  method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   wanted = {(s, m) for s in seeds for m in method_names}
-  done = len({(r['seed'], r['method']) for r in finished} & wanted)
+  finished_pairs = {(r['seed'], r['method']) for r in finished}
+  done = len(finished_pairs & wanted)
+  timed = list(finished)  # trials whose times estimate the rest of the run
   t_start = time.perf_counter()
-  log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done', config.dataset,
-           len(dataset), _span(seeds), ','.join(method_names), config.protocol, done, len(wanted))
-  for seed in seeds:
-    with records.seed_lock(workdir, seed) if main else contextlib.nullcontext():
-      if main:
-        records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
-      todo, redone = _methods_to_run(config, workdir, seed, method_names)
-      done -= redone
-      seed_run = SeedRun(config, dataset, seed, workdir, mesh)
-      for method in todo:
-        row, _, _ = run_trial(seed_run, method)
-        settings = None if method in methods.BASELINES else \
-            udl_config.method_settings(config.cluster.to_dict(), method)
-        if main:
-          records.add_trial(workdir, row, settings)
-        done += 1
-        scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
-        log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), seed, method, scores, row['seconds'])
-    if main and todo:
-      records.write_union(workdir)
+  log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done (per-step lines: '
+           '%s)', config.dataset, len(dataset), _span(seeds), ','.join(method_names), config.protocol, done,
+           len(wanted), workdir / 'log.txt')
+  progress.start_run(len(wanted), done)
+  try:
+    pending, wait = seeds, False
+    while pending:  # first pass: the seeds no other process is working on; then wait for the rest
+      busy = []
+      for seed in pending:
+        held = _claim_seed(workdir, seed, wait)
+        if held is None:
+          log.info('seed %d: another process is working on it; coming back to it at the end', seed)
+          busy.append(seed)
+          continue
+        with held:
+          done = len({(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted)  # others' work too
+          progress.trials_done(done)
+          done = _run_seed(config, dataset, workdir, mesh, seed, method_names, done, len(wanted),
+                           timed, [(s, m) for s in pending if s > seed for m in method_names
+                                   if (s, m) not in finished_pairs])
+      pending, wait = busy, True
+  finally:
+    progress.end_run()
   parallel.barrier('trials done')
   # Re-read: processes running other seeds in this workdir may have finished trials meanwhile.
   payload = write_outputs(config, dataset, workdir, records.read_all(workdir), time.perf_counter() - t_start)
-  if main:
+  if parallel.is_main_process():
     log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
   return payload

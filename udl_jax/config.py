@@ -115,6 +115,9 @@ PRESETS = {
 }
 
 
+KEEP_CHECKPOINTS = ('keep', 'last', 'none')
+
+
 def apply_preset(config: ml_collections.ConfigDict, dataset: str) -> None:
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
@@ -200,6 +203,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f"protocol must be transductive or holdout, got '{config.protocol}'")
     _check(0 < config.holdout_fraction < 1, 'holdout_fraction must be in (0, 1)')
   _check(config.dtype in models.DTYPES, f"dtype must be one of {', '.join(models.DTYPES)}, got '{config.dtype}'")
+  _check(config.get('keep_checkpoints', 'keep') in KEEP_CHECKPOINTS,
+         f"keep_checkpoints must be one of {', '.join(KEEP_CHECKPOINTS)}, got '{config.get('keep_checkpoints')}'")
+
+
+def _sample_counts(config, n: int) -> tuple[int, int]:
+  """(samples to cluster, pretraining validation samples), as the run splits `n` images (holdout, then val)."""
+  n_fit = n - int(round(n * config.holdout_fraction)) if config.get('protocol') == 'holdout' else n
+  block = config['pretrain' if 'pretrain' in config else 'train']
+  return n_fit, int(round(n_fit * block.val_fraction))
+
+
+def fit_batch_sizes(config: ml_collections.ConfigDict, n: int, devices: int) -> list[str]:
+  """An image folder may hold fewer images than a batch: its batch sizes are lowered to the largest multiple of
+  the device count that fits (the other datasets keep the published sizes). Returns what was changed."""
+  if config.get('dataset') != 'folder':
+    return []
+  n_fit, n_val = _sample_counts(config, n)
+  blocks = [('pretrain' if 'pretrain' in config else 'train', n_fit - n_val)]
+  if 'cluster' in config:
+    blocks += [('cluster', n_fit)] + [(f'cluster.method_overrides.{m}', n_fit)
+                                      for m, o in config.cluster.method_overrides.items() if 'batch_size' in o]
+  changed = []
+  for path, available in blocks:
+    block = config
+    for key in path.split('.'):
+      block = block[key]
+    fitted = available // devices * devices
+    if block['batch_size'] > available and fitted >= devices:
+      changed.append(f"{path}.batch_size {block['batch_size']} -> {fitted} (the folder has {available} images "
+                     'for it)')
+      block['batch_size'] = fitted
+  return changed
 
 
 def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, mesh) -> None:
@@ -209,14 +244,13 @@ def validate_for_data(config: ml_collections.ConfigDict, dataset: data.Dataset, 
   an earlier phase already ran.
   """
   n, devices = len(dataset), mesh.devices.size
-  n_fit = n - int(round(n * config.holdout_fraction)) if config.get('protocol') == 'holdout' else n
+  n_fit, n_val = _sample_counts(config, n)
   if 'n_clusters' in config:
     k = config.n_clusters or dataset.num_classes
     _check(bool(k), f'{dataset.name} has no labels: set --config.n_clusters to the number of clusters wanted')
     _check(k <= n_fit, f'n_clusters {k} is more than the {n_fit} samples to cluster')
   block_name = 'pretrain' if 'pretrain' in config else 'train'
   b = config[block_name]
-  n_val = int(round(n_fit * b.val_fraction))
   _check(b.batch_size <= n_fit - n_val, f'{block_name}.batch_size {b.batch_size} is larger than the '
          f'{n_fit - n_val} training samples; lower it')
   parallel.check_batch_size(b.batch_size, mesh, f'{block_name}.batch_size')

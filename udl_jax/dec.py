@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training import train_state
 
-from udl_jax import checkpoint, clustering, log, metrics, parallel
+from udl_jax import checkpoint, clustering, log, metrics, parallel, progress
 from udl_jax.errors import UserError
 from udl_jax.methods import Batch, FineTuner, student_t
-from udl_jax.train import embed, format_duration, make_optimizer
+from udl_jax.train import embed, make_optimizer
 
 
 @dataclasses.dataclass
@@ -154,6 +154,7 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   method_state = saved.get('method_state', method_state)
 
   t_start, steps_timed, step_seconds = time.perf_counter(), 0, 0.0
+  progress.start_phase(method.name, cfg.maxiter, 'iter', bound=True)
   while not meta['done']:
     t0 = time.perf_counter()
     interval = len(meta['history'])
@@ -182,10 +183,11 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
     meta['history'].append(row)
     meta['done'] = bool(stop)
     scores = ' '.join(f'{k} {row[k]:.4f}' for k in ('acc', 'nmi', 'ari') if k in row)
-    eta = format_duration(step_seconds / steps_timed * (cfg.maxiter - ite)) if steps_timed else '?'
-    log.info('%s iter %d/%d %s loss %s changed %.4f | max ETA %s%s', method.name, ite, cfg.maxiter, scores,
-             f"{row['loss']:.5f}" if 'loss' in row else '-', delta, eta,
-             ' | converged' if stop and ite < cfg.maxiter else (' | maxiter' if stop else ''))
+    eta = progress.format_duration(step_seconds / steps_timed * (cfg.maxiter - ite)) if steps_timed else '?'
+    log.detail('%s iter %d/%d %s loss %s changed %.4f | ETA <= %s%s', method.name, ite, cfg.maxiter, scores,
+               f"{row['loss']:.5f}" if 'loss' in row else '-', delta, eta,
+               ' | converged' if stop and ite < cfg.maxiter else (' | maxiter' if stop else ''))
+    progress.advance(meta['iteration'])
     updates = len(meta['history'])
     if mngr and (stop or updates % cfg.checkpoint_every == 0):
       # Keyed by the update count, which grows every pass: the final (stopping) update trains no steps, so
@@ -195,8 +197,9 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   if mngr:
     mngr.close()
   q, z = (parallel.to_host(a) for a in predict((state.params, jnp.int32(len(meta['history']) - 1)), x_dev))
+  progress.end_phase()
   log.info('%s done: %d iterations in %s', method.name, meta['iteration'],
-           format_duration(time.perf_counter() - t_start))
+           progress.format_duration(time.perf_counter() - t_start))
   return ClusteringResult(labels=q.argmax(1).astype(np.int32), q=q, centres=parallel.to_host(state.params['centres']),
                           embedding=z, init_labels=np.asarray(init_labels), iterations=meta['iteration'],
                           history=meta['history'], params=jax.device_get(state.params))

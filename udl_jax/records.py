@@ -28,11 +28,15 @@ from udl_jax.errors import UserError
 SELECTION_KEYS = ('seeds', 'first_seed', 'methods', 'imports')
 
 
+class Busy(UserError):
+  """A lock taken without waiting is held by another process."""
+
+
 @contextlib.contextmanager
 def locked(path: Path, what: str, wait: bool = True) -> Iterator[None]:
   """Holds an exclusive lock on `path`, waiting (and saying so) while another process holds it.
 
-  With `wait=False`, a held lock is a UserError instead.
+  With `wait=False`, a held lock is a `Busy` error instead.
   """
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, 'a+') as f:
@@ -42,7 +46,7 @@ def locked(path: Path, what: str, wait: bool = True) -> Iterator[None]:
       f.seek(0)
       holder = f.read().strip() or 'another process'
       if not wait:
-        raise UserError(f'{what} is in use by {holder}; wait for it to finish, or use another --workdir')
+        raise Busy(f'{what} is in use by {holder}; wait for it to finish, or use another --workdir')
       log.info('waiting for %s: %s is working on it', what, holder)
       fcntl.flock(f, fcntl.LOCK_EX)
     f.seek(0)
@@ -55,8 +59,8 @@ def locked(path: Path, what: str, wait: bool = True) -> Iterator[None]:
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def seed_lock(workdir: Path, seed: int):
-  return locked(workdir / f'seed_{seed}' / '.lock', f'seed {seed} of {workdir}')
+def seed_lock(workdir: Path, seed: int, wait: bool = True):
+  return locked(workdir / f'seed_{seed}' / '.lock', f'seed {seed} of {workdir}', wait)
 
 
 def workdir_lock(workdir: Path):

@@ -107,23 +107,79 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
   return out
 
 
-def markdown_table(summary: dict) -> str:
-  """Methods as rows, mean ± std of ACC / NMI / ARI as columns (the value alone for one seed), best in bold."""
+def table_rows(summary: dict) -> list[dict]:
+  """The seed-averaged table as data, one dict per method: label, cells (ACC / NMI / ARI text: mean ± std, the
+  value alone for one seed, 'n/a' without labels), best (whether each cell holds the best mean), seeds, seconds
+  (the method's own time per seed: the pretraining the deep methods share is not in it, `table_notes` states it
+  once). What `markdown_table` and the HTML report show."""
   best = {m: max((s[m]['mean'] for s in summary.values() if m in s), default=None) for m in METRICS}
-  lines = ['| method | ACC | NMI | ARI | seeds | time / seed (s) |', '| --- | --- | --- | --- | --- | --- |']
+  rows = []
   for method, s in summary.items():
-    cells = []
+    cells, is_best = [], []
     for m in METRICS:
       if m not in s:
         cells.append('n/a')
+        is_best.append(False)
         continue
       # One seed has no spread to show: the value alone, not a misleading ± 0.000.
-      text = f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if s[m]['n'] > 1 else f"{s[m]['mean']:.3f}"
-      cells.append(f'**{text}**' if np.isclose(s[m]['mean'], best[m]) else text)
+      cells.append(f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if s[m]['n'] > 1 else f"{s[m]['mean']:.3f}")
+      is_best.append(bool(np.isclose(s[m]['mean'], best[m])))
     n = max((s[m]['n'] for m in METRICS if m in s), default=s.get('seconds', {}).get('n', 0))
-    seconds = s.get('seconds', {}).get('mean', 0.0) + s.get('pretrain_seconds', {}).get('mean', 0.0)
-    lines.append(f"| {METHOD_LABELS.get(method, method)} | {' | '.join(cells)} | {n} | {seconds:.1f} |")
+    seconds = s.get('seconds', {}).get('mean', 0.0)
+    rows.append({'method': method, 'label': METHOD_LABELS.get(method, method), 'cells': cells, 'best': is_best,
+                 'seeds': n, 'seconds': seconds})
+  return rows
+
+
+def markdown_table(summary: dict) -> str:
+  """Methods as rows, mean ± std of ACC / NMI / ARI as columns (the value alone for one seed), best in bold."""
+  lines = ['| method | ACC | NMI | ARI | seeds | time / seed (s) |', '| --- | --- | --- | --- | --- | --- |']
+  for row in table_rows(summary):
+    cells = [f'**{c}**' if b else c for c, b in zip(row['cells'], row['best'])]
+    lines.append(f"| {row['label']} | {' | '.join(cells)} | {row['seeds']} | {row['seconds']:.1f} |")
   return '\n'.join(lines) + '\n'
+
+
+def table_notes(summary: dict) -> str:
+  """The lines under a table: what ± means, the metrics' conventions, and the shared pretraining time."""
+  pretrain = [s['pretrain_seconds']['mean'] for s in summary.values() if 'pretrain_seconds' in s]
+  notes = ['± is the sample standard deviation over seeds. NMI uses arithmetic-mean normalisation '
+           "(scikit-learn's default); ACC is the best one-to-one cluster-to-class matching (Hungarian)."]
+  if pretrain:
+    notes.append(f'Time / seed counts each method alone; the autoencoder pretraining that every deep method '
+                 f'starts from took {max(pretrain):.1f} s per seed more, once.')
+  return '\n' + '\n'.join(notes) + '\n'
+
+
+def unfinished(summary: dict) -> str | None:
+  """Why a benchmark summary lacks trials its command asked for, or None when it has them all."""
+  if summary.get('complete') is False:
+    return f"{summary.get('missing_trials')} of its requested trials have not run"
+  seeds = len(summary.get('seeds', []))  # summaries written before 'complete': every method on every seed
+  short = [m for m, s in summary.get('methods', {}).items()
+           if max((s[k]['n'] for k in METRICS if k in s), default=seeds) < seeds]
+  return f"{', '.join(short)} ran on fewer than its {seeds} seeds" if short else None
+
+
+# Published ACC / NMI to set beside measured ones: {(column, method): (ACC, NMI, source)}, columns as in
+# results/README.md's cross-method table (USPS is DEC-keras's table, which that page shows apart).
+PUBLISHED_BY_METHOD = {
+    ('MNIST-70k', 'kmeans'): (0.53, 0.50, 'DEC-keras'), ('MNIST-70k', 'ae_kmeans'): (0.88, 0.81, 'DEC-keras'),
+    ('MNIST-70k', 'dec'): (0.91, 0.87, 'DEC-keras'), ('MNIST-70k', 'idec'): (0.881, 0.867, 'IDEC paper'),
+    ('MNIST-70k', 'n2d'): (0.979, 0.942, 'N2D paper'), ('MNIST-70k', 'dcn'): (0.83, 0.81, 'DCN paper'),
+    ('MNIST-70k', 'dkm'): (0.840, 0.796, 'DKM paper'), ('MNIST-test', 'n2d'): (0.948, 0.882, 'N2D paper'),
+    ('Fashion-70k', 'kmeans'): (0.47, 0.51, 'DEC-keras'), ('Fashion-70k', 'ae_kmeans'): (0.61, 0.64, 'DEC-keras'),
+    ('Fashion-70k', 'dec'): (0.62, 0.65, 'DEC-keras'), ('Fashion-70k', 'n2d'): (0.672, 0.684, 'N2D paper'),
+    ('USPS', 'kmeans'): (0.67, 0.63, 'DEC-keras'), ('USPS', 'ae_kmeans'): (0.71, 0.68, 'DEC-keras'),
+    ('USPS', 'dec'): (0.76, 0.79, 'DEC-keras'),
+}
+# Which published column a dataset's transductive run compares with.
+PUBLISHED_COLUMN = {'mnist': 'MNIST-70k', 'mnist_test': 'MNIST-test', 'fashion_mnist': 'Fashion-70k', 'usps': 'USPS'}
+
+
+def published(dataset: str, method: str) -> tuple[float, float, str] | None:
+  """(ACC, NMI, source) published for `method` on the whole of `dataset`, or None."""
+  return PUBLISHED_BY_METHOD.get((PUBLISHED_COLUMN.get(dataset), method))
 
 
 def environment() -> dict:

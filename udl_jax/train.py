@@ -20,7 +20,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from udl_jax import checkpoint, log, losses, models, parallel
+from udl_jax import checkpoint, log, losses, models, parallel, progress
 from udl_jax.errors import UserError
 
 OPTIMIZERS = ('adam', 'sgd')
@@ -108,12 +108,6 @@ def make_evaluate(loss_fn: losses.LossFn, n: int, mesh, chunk: int = 1024) -> Ca
   return jax.jit(lambda params, x, key: sharded(params, x[:local * devices], key))
 
 
-def format_duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else \
-      f'{seconds // 60}m{seconds % 60:02d}s'
-
-
 def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.ndarray | None, seed: int,
         ckpt_dir: str | Path | None = None, mesh=None,
         on_epoch: Callable[[int, dict], None] | None = None) -> tuple[train_state.TrainState, list[dict]]:
@@ -144,6 +138,7 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
     log.info('resumed from %s at epoch %d', ckpt_dir, meta['epoch'])
   samples_per_epoch = len(x_train) // cfg.batch_size * cfg.batch_size
   start, timed_epochs, timed_seconds = meta['epoch'], 0, 0.0
+  progress.start_phase(f'{model_name} pretraining', cfg.epochs, 'epoch')
   for epoch in range(start + 1, cfg.epochs + 1):
     if meta['done']:
       break
@@ -169,16 +164,21 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
     meta['epoch'] = epoch
     stop = cfg.patience and meta['bad_epochs'] >= cfg.patience
     meta['done'] = bool(stop or epoch == cfg.epochs)
-    per_epoch = timed_seconds / timed_epochs if timed_epochs else seconds
-    log.info('%s epoch %d/%d loss %.5f%s | %.0f samples/s | ETA %s%s', model_name, epoch, cfg.epochs,
-                 row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', rate,
-                 format_duration(per_epoch * (cfg.epochs - epoch)), ' | early stop' if stop else '')
+    eta = progress.format_duration(timed_seconds / timed_epochs * (cfg.epochs - epoch)) if timed_epochs else \
+        '? (the first epoch compiled)'
+    log.detail('%s epoch %d/%d loss %.5f%s | %.0f samples/s | ETA %s%s', model_name, epoch, cfg.epochs,
+               row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', rate, eta,
+               ' | early stop' if stop else '')
+    progress.advance(epoch)
     if mngr and (meta['done'] or epoch % cfg.checkpoint_every == 0):
       checkpoint.save(mngr, epoch, state, meta)
     if on_epoch:
       on_epoch(epoch, row)
   if mngr:
     mngr.close()
+  progress.end_phase()
+  if meta['history']:
+    log.info('%s pretraining: %d epochs, final loss %.5f', model_name, meta['epoch'], meta['history'][-1]['loss'])
   return state, meta['history']
 
 
