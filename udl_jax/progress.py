@@ -118,7 +118,10 @@ def status_text() -> str:
       parts.append(f"{p['label']} {p['unit']} {done}/{'<=' if p['bound'] else ''}{p['total']}")
       if not p['bound']:
         fraction += done / p['total'] / max(_run['total'], 1)
-      parts.append(f"phase {how}{format_duration(eta)}" if eta is not None else 'phase ETA after the first steps')
+      if eta is not None:
+        parts.append(f'phase {how}{format_duration(eta)}')
+      else:  # the first step compiles (minutes for a convolutional model on a CPU): say that time passes
+        parts.append(f"ETA after the first steps ({format_duration(time.monotonic() - p['t0'])} in)")
   if _run['rest'] is not None and how != '<=' and (eta is not None or p is None or p['total'] is None):
     parts.append(f"run ~{format_duration((eta or 0.0) + _run['rest'])}")
   filled = int(round(min(fraction, 1.0) * BAR_WIDTH))
