@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from udl_jax import checkpoint, config as udl_config, data, losses, models, parallel, plots, records, results, train
+from udl_jax import (checkpoint, config as udl_config, data, losses, models, parallel, plots, progress, records,
+                     results, train)
 
 FIGURE_COUNT = 10
 # What may differ when re-running in the same workdir: it changes no number.
@@ -100,8 +101,12 @@ def run(config, workdir: str | Path) -> dict:
   tr, va = train.split_train_val(len(x), config.train.val_fraction, config.seed)
   x_val = x[va] if len(va) else x[tr[:1000]]
   t0 = time.perf_counter()
-  state, history = train.fit(name, model, config.model, config.train, x[tr], x[va] if len(va) else None,
-                             config.seed, workdir / 'checkpoints', mesh)
+  progress.start_run(1, 0)
+  try:
+    state, history = train.fit(name, model, config.model, config.train, x[tr], x[va] if len(va) else None,
+                               config.seed, workdir / 'checkpoints', mesh)
+  finally:
+    progress.end_run()
   params = jax.device_get(state.params)
   results.write_jsonl(workdir / 'metrics.jsonl', history)
   checkpoint.save_tree(workdir / 'params', params)
