@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.dataset = args.pop('dataset', 'fashion_mnist')
   c.data_dir = ''
+  c.download = ml_collections.config_dict.placeholder(bool)  # TensorFlow Datasets download: None = when online
   c.image_size = 28
   c.labels_csv = ''
   c.seed = 0

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
   c.data_dir = ''             # '' = $UDL_DATA_DIR, then system paths, then TensorFlow Datasets
+  c.download = ml_collections.config_dict.placeholder(bool)  # TensorFlow Datasets download: None = when online
   c.image_size = 28           # folder datasets: images are resized to this square
   c.labels_csv = ''           # folder datasets: optional filename,label CSV
   c.n_clusters = 0            # 0 = the number of classes of the dataset

@@ -8,12 +8,17 @@ Re-running the same command in the same workdir resumes. See configs/benchmark.p
 
 from absl import flags
 
-from experiments import launch
-from udl_jax import benchmark
+from experiments import launch, workers
+from udl_jax import benchmark, data
 
 _CONFIG = launch.define_config('configs/benchmark.py', 'Benchmark config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/benchmark_<dataset>, with _holdout '
                                 'for the holdout protocol).')
+_PROCESSES = flags.DEFINE_string(
+    'processes', 'auto', "Processes on this machine sharing the seeds. 'auto': one per CPU core on a host "
+    'without an accelerator (each single-threaded and pinned: faster than one multi-threaded process), one '
+    'with an accelerator or for a multi-host job; or a number.')
+_WORKER = flags.DEFINE_bool('worker', False, 'Internal: a process started by --processes (runs seeds, no table).')
 
 
 def main(argv):
@@ -23,7 +28,19 @@ def main(argv):
   if launch.PRINT_CONFIG.value:
     launch.print_config(config, benchmark.plan(config, workdir))
     return
-  benchmark.run(config, launch.prepare_workdir(workdir, config.distributed))
+  data.locate_from_config(config)  # missing data fails here, before the workdir exists
+  workdir = launch.prepare_workdir(workdir, config.distributed)
+  if _WORKER.value:
+    benchmark.run(config, workdir, write_tables=False)
+    return
+  n = workers.count(_PROCESSES.value, config.seeds, config.distributed)
+  started = workers.start(n, workdir) if n > 1 else []
+  finished = False
+  try:
+    benchmark.run(config, workdir, processes=n)
+    finished = True
+  finally:
+    workers.stop(started, workdir, finished)
 
 
 if __name__ == '__main__':

@@ -125,9 +125,19 @@ def _parse_flags(argv):
     _fail(_config_error(e))
 
 
+def enable_compilation_cache() -> None:
+  """Keeps compiled XLA programs on disk (~/.cache/udl_jax/xla, or $JAX_COMPILATION_CACHE_DIR): every seed after
+  the first, and every later run, skips the compilation of the same programs (seconds per seed on a CPU)."""
+  import jax  # here, not at the top: importing the launcher must not start JAX
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', str(Path.home() / '.cache' / 'udl_jax' / 'xla'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
+
+
 def run(main) -> None:
   """absl's app.run, with UserError (bad names, missing data, config typos) reported in one line."""
   def guarded(argv):
+    enable_compilation_cache()
     if not flags.FLAGS['verbosity'].present:  # orbax logs every save at INFO; -v 0 brings it back
       absl_logging.set_verbosity(absl_logging.WARNING)
     try:

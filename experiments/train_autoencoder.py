@@ -8,7 +8,7 @@ Re-running the same command in the same workdir resumes. See configs/autoencoder
 from absl import flags
 
 from experiments import launch
-from udl_jax import autoencoder
+from udl_jax import autoencoder, data
 
 _CONFIG = launch.define_config('configs/autoencoder.py', 'Autoencoder config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (default: runs/<model>_<dataset>).')
@@ -20,6 +20,7 @@ def main(argv):
   if launch.PRINT_CONFIG.value:
     launch.print_config(config)
     return
+  data.locate_from_config(config)  # missing data fails here, before the workdir exists
   workdir = launch.prepare_workdir(_WORKDIR.value or f'runs/{config.model.name}_{config.dataset}', config.distributed)
   summary = autoencoder.run(config, workdir)
   print({k: v for k, v in summary.items() if k in ('model', 'dataset', 'epochs_run', 'heldout')})

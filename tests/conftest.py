@@ -14,6 +14,10 @@ if str(REPO_ROOT) not in sys.path:  # the package is used from the checkout, not
   sys.path.insert(0, str(REPO_ROOT))
 
 
+# Every skip for missing data says this, so that the summary can count them.
+NO_DATA = 'real data not available'
+
+
 def _data_root() -> tuple[Path | None, str]:
   """The real-data folder and, when there is none, why."""
   env = os.environ.get('UDL_DATA_DIR')
@@ -21,11 +25,23 @@ def _data_root() -> tuple[Path | None, str]:
     root = Path(env).expanduser()
     if root.is_dir():
       return root, ''
-    return None, f'UDL_DATA_DIR={env} is not a directory'
+    return None, f'{NO_DATA}: UDL_DATA_DIR={env} is not a directory'
   fallback = (REPO_ROOT / '..' / 'shared' / 'data').resolve()
   if fallback.is_dir():
     return fallback, ''
-  return None, f'real data not available: UDL_DATA_DIR is unset and {fallback} does not exist'
+  return None, f'{NO_DATA}: UDL_DATA_DIR is unset and {fallback} does not exist'
+
+
+def pytest_terminal_summary(terminalreporter):
+  """One line on how to run the tests that were skipped for want of MNIST / Fashion-MNIST: a skip is easy to miss
+  in a green run. It is printed just above pytest's list of skips."""
+  skipped = [r for r in terminalreporter.stats.get('skipped', [])
+             if isinstance(r.longrepr, tuple) and NO_DATA in str(r.longrepr[2])]
+  if skipped:
+    terminalreporter.write_line(
+        f'{len(skipped)} test(s) skipped without the real MNIST / Fashion-MNIST files: run them with '
+        'UDL_DATA_DIR=/path/to/data pytest, where data/ holds mnist/ and fashion_mnist/ (README.md, "Data")',
+        yellow=True)
 
 
 @pytest.fixture(scope='session')
@@ -40,7 +56,8 @@ def data_root() -> Path:
 def _family_dir(root: Path, family: str) -> Path:
   folder = root / family
   if not (folder / 'train-images-idx3-ubyte.gz').is_file():
-    pytest.skip(f'real data not available: {folder} has no train-images-idx3-ubyte.gz')
+    pytest.skip(f'{NO_DATA}: {folder} has no train-images-idx3-ubyte.gz (UDL_DATA_DIR must hold mnist/ and '
+                'fashion_mnist/)')
   return folder
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -215,9 +216,29 @@ def test_nothing_found_says_where_it_looked(tmp_path, monkeypatch):
   assert 'Looked in' in msg and str(empty) in msg and str(empty / 'mnist') in msg
 
 
-def test_tfds_mock_data(monkeypatch):
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> Path:
+  """A fresh HOME with no data anywhere, on a machine whose download hosts do not answer; returns HOME."""
+  home = tmp_path / 'home'
+  home.mkdir()
+  monkeypatch.setenv('HOME', str(home))
+  for var in ('UDL_DATA_DIR', 'TFDS_DATA_DIR', 'UDL_DOWNLOAD'):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setattr(data, '_DEBIAN_FASHION', tmp_path / 'no-debian')
+  monkeypatch.setattr(data, '_online', lambda host, port: False)
+  return home
+
+
+def _tfds_prepared_in(root: Path, family: str) -> None:
+  """What a finished tfds download leaves: a version folder with its dataset_info.json."""
+  (root / family / '3.0.1').mkdir(parents=True)
+  (root / family / '3.0.1' / 'dataset_info.json').write_text('{}')
+
+
+def test_tfds_mock_data(offline):
+  """tfds holds a prepared copy: it is used offline, without asking for a download."""
   tfds = pytest.importorskip('tensorflow_datasets')
-  monkeypatch.delenv('UDL_DATA_DIR', raising=False)
+  _tfds_prepared_in(offline / 'tensorflow_datasets', 'mnist')
   with tfds.testing.mock_data(num_examples=6):
     ds = data.load('mnist_test')
     both = data.load('mnist')
@@ -229,23 +250,21 @@ def test_tfds_mock_data(monkeypatch):
   assert len(both) == 12  # train + test, each mocked with 6 examples
 
 
-def test_tfds_failure_is_user_error(monkeypatch):
-  monkeypatch.delenv('UDL_DATA_DIR', raising=False)
-
-  def offline(name, split):
+def test_tfds_failure_is_user_error(offline, monkeypatch):
+  def fails(name, split):
     raise ConnectionError('no network on this machine')
 
-  monkeypatch.setattr(data, '_tfds_arrays', offline)
+  monkeypatch.setattr(data, '_tfds_arrays', fails)
   with pytest.raises(UserError) as info:
-    data.load('mnist_test')
+    data.load('mnist_test', download=True)
   msg = str(info.value)
   assert 'Looked in' in msg and 'UDL_DATA_DIR' in msg
   assert 'no network on this machine' in msg  # the tfds reason is passed on
 
 
-def test_tfds_failure_names_env_folder(tmp_path, monkeypatch):
+def test_tfds_failure_names_env_folder(tmp_path, offline, monkeypatch):
   monkeypatch.setenv('UDL_DATA_DIR', str(tmp_path))
-  monkeypatch.setattr(data, '_DEBIAN_FASHION', tmp_path / 'no-debian')
+  monkeypatch.setenv('UDL_DOWNLOAD', '1')
   monkeypatch.setattr(data, '_tfds_arrays', lambda name, split: (_ for _ in ()).throw(OSError('offline')))
   with pytest.raises(UserError) as info:
     data.load('fashion_mnist')
@@ -563,17 +582,131 @@ def test_partial_idx_folder_names_missing_files(mnist_copy, monkeypatch):
 
 # -------------------------------------------------------------------------------------- fixes: tfds note
 
-def test_tfds_failure_cut_at_word(monkeypatch):
-  monkeypatch.delenv('UDL_DATA_DIR', raising=False)
-  words = [f'w{i:05d}' for i in range(100)]
+def test_tfds_failure_keeps_the_whole_first_line(offline, monkeypatch):
+  """The cause sits at the end of urllib3's line; a 200-character cut left '(Caused by...'."""
+  first = ("HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded with url: "
+           "/cvdf-datasets/mnist/t10k-images-idx3-ubyte.gz (Caused by NameResolutionError(\"HTTPSConnection("
+           "host='storage.googleapis.com', port=443): Failed to resolve 'storage.googleapis.com' ([Errno -2] Name "
+           'or service not known)"))')
 
-  def offline(name, split):
-    raise ConnectionError(' '.join(words) + '\nSECOND-LINE details')
+  def fails(name, split):
+    raise ConnectionError(first + '\nSECOND-LINE details')
 
-  monkeypatch.setattr(data, '_tfds_arrays', offline)
+  monkeypatch.setattr(data, '_tfds_arrays', fails)
   with pytest.raises(UserError) as info:
-    data.load('mnist_test')
-  note = str(info.value).split('ConnectionError: ', 1)[1].split(')', 1)[0]
-  assert 'w00000' in note and 'SECOND-LINE' not in note and len(note) <= 210
-  assert note.endswith('...')
-  assert set(note[:-3].split()) <= set(words)  # whole words only
+    data.load('mnist_test', download=True)
+  msg = str(info.value)
+  assert f'ConnectionError: {first})' in msg and 'SECOND-LINE' not in msg
+
+
+def test_runaway_error_line_cut_at_word():
+  words = [f'w{i:05d}' for i in range(400)]
+  line = data._first_line(' '.join(words) + '\nSECOND-LINE')
+  assert line.endswith('...') and len(line) <= 1003
+  assert set(line[:-3].split()) <= set(words)  # whole words only
+
+
+# ------------------------------------------------------------------------- missing data: fail fast, offline
+
+def _tree(root: Path) -> list[Path]:
+  return sorted(root.rglob('*'))
+
+
+@pytest.mark.parametrize('name, family, files', [
+    ('mnist_test', 'mnist', ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz']),
+    ('fashion_mnist', 'fashion_mnist', ['train-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'])])
+def test_offline_missing_data_fails_fast_and_creates_nothing(tmp_path, offline, monkeypatch, name, family, files):
+  calls = []
+  monkeypatch.setattr(data, '_tfds_arrays', lambda *a: calls.append(a))
+  before = _tree(tmp_path)
+  start = time.monotonic()
+  with pytest.raises(UserError) as info:
+    data.load(name)
+  assert time.monotonic() - start < 10
+  assert calls == [] and _tree(tmp_path) == before  # no ~/tensorflow_datasets, nothing else
+  msg = str(info.value)
+  for part in (f"dataset '{name}'", '$UDL_DATA_DIR', 'not set', str(offline / 'tensorflow_datasets' / family),
+               'offline', *files, f'subfolder {family}/', data._MIRRORS[family], 'UDL_DOWNLOAD=1'):
+    assert part in msg, part
+  assert (str(tmp_path / 'no-debian') in msg) == (family == 'fashion_mnist')
+  assert msg.endswith('.') and '\n' not in msg
+
+
+def test_offline_names_env_and_tfds_dirs(tmp_path, offline, monkeypatch):
+  monkeypatch.setenv('UDL_DATA_DIR', str(tmp_path / 'data'))
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
+  with pytest.raises(UserError) as info:
+    data.locate('mnist')
+  msg = str(info.value)
+  assert str(tmp_path / 'data' / 'mnist') in msg and str(tmp_path / 'tfds' / 'mnist') in msg
+  assert 'not set' not in msg
+  assert not (tmp_path / 'tfds').exists()
+
+
+def test_locate_finds_without_reading(data_root, mnist_dir, offline, monkeypatch):
+  monkeypatch.setenv('UDL_DATA_DIR', str(data_root))
+  monkeypatch.setattr(data, 'read_idx', _tfds_must_not_run)
+  assert data.locate('mnist') == str(data_root / 'mnist')
+  assert data.locate('digits').startswith('embedded')
+
+
+def test_prepared_tfds_is_located(offline):
+  _tfds_prepared_in(offline / 'tensorflow_datasets', 'fashion_mnist')
+  assert data.locate('fashion_mnist_test') == 'TensorFlow Datasets'
+
+
+def test_online_or_forced_download_goes_to_tfds(offline, monkeypatch):
+  assert data.locate('mnist', download=True) == 'TensorFlow Datasets'
+  monkeypatch.setenv('UDL_DOWNLOAD', 'yes')
+  assert data.locate('mnist') == 'TensorFlow Datasets'
+  monkeypatch.delenv('UDL_DOWNLOAD')
+  monkeypatch.setattr(data, '_online', lambda host, port: host == 'storage.googleapis.com')
+  assert data.locate('mnist') == 'TensorFlow Datasets'
+
+
+def test_download_off_is_refused_even_online(offline, monkeypatch):
+  monkeypatch.setattr(data, '_online', lambda host, port: True)
+  monkeypatch.setenv('UDL_DOWNLOAD', '0')
+  with pytest.raises(UserError, match='downloading is off'):
+    data.locate('mnist')
+  monkeypatch.delenv('UDL_DOWNLOAD')
+  with pytest.raises(UserError, match='downloading is off'):
+    data.locate('mnist', download=False)
+
+
+def test_bad_udl_download_value(offline, monkeypatch):
+  monkeypatch.setenv('UDL_DOWNLOAD', 'maybe')
+  with pytest.raises(UserError, match='UDL_DOWNLOAD=maybe: use 1'):
+    data.locate('mnist')
+
+
+def test_failed_tfds_removes_the_tree_it_made(offline, monkeypatch):
+  root = offline / 'tensorflow_datasets'
+
+  def half_downloads(name, split):
+    (root / 'downloads' / name).mkdir(parents=True)
+    (root / 'downloads' / name / 'part.gz.tmp').write_bytes(b'')
+    raise ConnectionError('gone')
+
+  monkeypatch.setattr(data, '_tfds_arrays', half_downloads)
+  with pytest.raises(UserError, match='gone'):
+    data.load('mnist_test', download=True)
+  assert not root.exists()
+  (root / 'kept').mkdir(parents=True)  # a tfds dir that was there before is left alone
+  with pytest.raises(UserError):
+    data.load('mnist_test', download=True)
+  assert (root / 'kept').is_dir()
+
+
+def test_online_check_is_bounded(monkeypatch):
+  """A name lookup can hang past the socket timeout; the check gives up at its own timeout anyway."""
+  monkeypatch.setattr(data, '_connects', lambda host, port, timeout: time.sleep(5) or True)
+  start = time.monotonic()
+  assert data._online('example.org', 443, timeout=0.2) is False
+  assert time.monotonic() - start < 2
+
+
+def test_online_check_unresolvable_host():
+  start = time.monotonic()
+  assert data._online('udl-jax-test.invalid', 443, timeout=1.0) is False
+  assert time.monotonic() - start < 3

@@ -3,6 +3,7 @@ and every kind of method through the benchmark, including the README's examples 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 
@@ -15,6 +16,8 @@ from conftest import REPO_ROOT
 from test_benchmark import _small_config
 from udl_jax import benchmark, methods, results
 from udl_jax.methods import dcn, dkm, gmm, n2d
+
+_BUILT_IN = methods.names()
 
 
 def _rng_problem(seed=0, n=32, k=4, d=3):
@@ -231,6 +234,30 @@ def test_readme_examples_run_as_written(tmp_path, monkeypatch):
   rows = {r['method']: r for r in results.read_trials(tmp_path / 'run' / 'trials.csv')}
   assert set(rows) == set(wanted.split(','))
   assert all(0.0 <= rows[m]['nmi'] <= 1.0 for m in rows)
+  _plugin_methods_assign(tmp_path / 'run', module, monkeypatch)
+
+
+def _plugin_methods_assign(run, module, monkeypatch):
+  """`assign` sorts new images with the plugin fine-tuners of a run, importing its config.json `imports`."""
+  from udl_jax import assign
+  from udl_jax.errors import UserError
+  for method in ('dec_l2', 'dec_ema'):
+    _, labels, _ = assign.assign(run, 'digits', method, 0)
+    np.testing.assert_array_equal(labels, np.load(run / 'seed_0' / f'{method}_labels.npz')['labels'])
+  with pytest.raises(UserError, match="'ae_ward' cannot assign") as info:
+    assign.assign(run, 'digits', 'ae_ward', 0)
+  assert set(str(info.value).split('can assign with: ')[1].split(', ')) == {'ae_kmeans', 'dec', 'idec', 'dec_l2',
+                                                                           'dec_ema'}
+  with pytest.raises(UserError, match="no finished 'dcn' trial; seed 0 can assign with: ae_kmeans, dec"):
+    assign.assign(run, 'digits', 'dcn', 0)
+  # A later run without --config.imports wrote config.json: the plugin's module is named to assign instead.
+  saved = json.loads((run / 'config.json').read_text())
+  (run / 'config.json').write_text(json.dumps({**saved, 'imports': ''}))
+  monkeypatch.setattr(methods, '_FACTORIES', {n: f for n, f in methods._FACTORIES.items() if n in _BUILT_IN})
+  monkeypatch.delitem(sys.modules, module)
+  with pytest.raises(UserError, match="'dec_l2' ran here, but no imported module registers it"):
+    assign.assign(run, 'digits', 'dec_l2', 0)
+  assign.assign(run, 'digits', 'dec_l2', 0, imports=module)
 
 
 def test_a_method_that_owns_its_training_plugs_in(tmp_path, monkeypatch):

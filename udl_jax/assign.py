@@ -14,35 +14,70 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from udl_jax import checkpoint, config as udl_config, data, dec, methods, models, plots, results
+from udl_jax import checkpoint, config as udl_config, data, dec, methods, models, plots, records, results
 from udl_jax.errors import UserError
 
+
+def _method(config, method: str) -> methods.Method:
+  return methods.get(method, **udl_config.method_kwargs(config.cluster, method))
+
+
 def assignment_of(config, method: str):
-  """`assign(z, centres, interval)` of a finished run's method: AE+KMeans and every fine-tuner can sort new
-  images into their clusters; the others are refused here, by name."""
+  """`assign(z, centres, interval)` of a finished run's method (AE+KMeans or a fine-tuner; `check_method` has
+  refused the others), with the method's own alpha (cluster.method_overrides), not the default."""
   alpha = udl_config.method_cluster_block(config.cluster, method).alpha
   if method == 'ae_kmeans':
     return methods.student_t(alpha)
-  methods.import_plugins(config.get('imports', ''))
-  found = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
-  if not isinstance(found, methods.FineTuner):
-    raise UserError(f"method '{method}' cannot assign new images (it keeps no model of its clusters); use "
-                    'ae_kmeans or a fine-tuning method (dec, idec, dcn, dkm)')
-  return dec.assignment(found, alpha)
+  return dec.assignment(_method(config, method), alpha)
 
 
-def load_run(run_dir: Path, method: str, seed: int) -> tuple[ml_collections.ConfigDict, dict, np.ndarray]:
+def _can_assign(config, method: str) -> bool:
+  """AE+KMeans and every fine-tuner keep a model of their clusters; k-means on pixels, embedding clusterers and
+  own trainers do not."""
+  return method == 'ae_kmeans' or (method in methods.names() and isinstance(_method(config, method),
+                                                                         methods.FineTuner))
+
+
+def check_method(run_dir: Path, config, method: str, seed: int, imports: str = '') -> None:
+  """Refuses a method that seed `seed` of the run cannot sort new images with, naming those it can.
+
+  The run's plugins are imported first (config.json's `imports`, then `imports`), so a method registered by
+  `--config.imports` is valid wherever its trial finished. config.json holds the last run's settings: a later
+  run without the plugin's module drops it from `imports`, hence the extra `imports`.
+  """
+  methods.import_plugins(','.join(filter(None, (config.get('imports', ''), imports))))
+  ran = [r['method'] for r in records.read_seed(run_dir, seed)]
+  usable = [m for m in ran if _can_assign(config, m)]
+  if method in usable:
+    return
+  if not ran:
+    finished = sorted(int(p.parent.name[5:]) for p in run_dir.glob('seed_*/trials.csv'))
+    raise UserError(f'{run_dir}: no finished trial of seed {seed} ({run_dir / f"seed_{seed}" / "trials.csv"} is '
+                    f'missing); finished seeds: {", ".join(map(str, finished)) or "none"}')
+  unregistered = [m for m in ran if m not in methods.names() + methods.BASELINES]
+  choice = f'seed {seed} can assign with: {", ".join(usable) or "none of its methods"}' + (
+      f' (and maybe {", ".join(unregistered)}, with --imports=THEIR_MODULE)' if unregistered else '')
+  if method not in ran:
+    raise UserError(f"{run_dir}: seed {seed} has no finished '{method}' trial; {choice}")
+  if method in unregistered:
+    raise UserError(f"{run_dir}: '{method}' ran here, but no imported module registers it (config.json's "
+                    f"imports: '{config.get('imports', '')}'); name its module with --imports=MODULE")
+  raise UserError(f"method '{method}' cannot assign new images (it keeps no model of its clusters); {choice}")
+
+
+def load_run(run_dir: Path, method: str, seed: int,
+             imports: str = '') -> tuple[ml_collections.ConfigDict, dict, np.ndarray]:
   """(config, autoencoder params, centres) saved by the benchmark for one seed and method."""
   config_path = run_dir / 'config.json'
   if not config_path.exists():
     raise UserError(f'{run_dir} is not a benchmark run folder (no config.json)')
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  check_method(run_dir, config, method, seed, imports)  # before looking for its files
   seed_dir = run_dir / f'seed_{seed}'
   try:
     if method == 'ae_kmeans':
       params, centres = checkpoint.load_tree(seed_dir / 'ae' / 'params'), np.load(seed_dir / 'ae_kmeans.npz')['centres']
     else:
-      assignment_of(config, method)  # refuses a method that cannot assign, before looking for its files
       saved = checkpoint.load_tree(seed_dir / method / 'params')
       params, centres = saved['ae'], np.asarray(saved['centres'])
   except FileNotFoundError as e:
@@ -58,17 +93,16 @@ def load_new_data(spec: str, image_size: int, labels_csv: str | None = None) -> 
   return data.load(spec)
 
 
-def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0,
-           labels_csv: str | None = None) -> tuple[data.Dataset, np.ndarray, np.ndarray]:
-  """(new dataset, cluster labels, confidences)."""
+def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0, labels_csv: str | None = None,
+           imports: str = '') -> tuple[data.Dataset, np.ndarray, np.ndarray]:
+  """(new dataset, cluster labels, confidences); `imports`: plugin modules beyond config.json's."""
   run_dir = Path(run_dir)
-  config, params, centres = load_run(run_dir, method, seed)
+  config, params, centres = load_run(run_dir, method, seed, imports)
   trained_shape = tuple(json.loads((run_dir / 'image_shape.json').read_text()))
   dataset = load_new_data(spec, trained_shape[0], labels_csv)
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
   model = models.from_config(config, trained_shape)
-  # The assignment the method trained with, with its own alpha (cluster.method_overrides), not the default.
   q, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres},
                              models.model_input(config.model.name, dataset.x), assignment_of(config, method))
   return dataset, q.argmax(1).astype(np.int32), q.max(1)

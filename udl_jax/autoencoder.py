@@ -20,7 +20,7 @@ from udl_jax import (checkpoint, config as udl_config, data, losses, models, par
 
 FIGURE_COUNT = 10
 # What may differ when re-running in the same workdir: it changes no number.
-MAY_CHANGE = ('figures', 'distributed', 'train.checkpoint_every')
+MAY_CHANGE = ('figures', 'distributed', 'train.checkpoint_every', 'download')
 
 
 def evaluate(model_name: str, model, params, x_val: np.ndarray, model_cfg, seed: int) -> dict:

@@ -300,7 +300,7 @@ def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> N
 def _may_change(config) -> tuple[str, ...]:
   cluster = tuple(f'cluster.{k}' for k in config.cluster if k != 'kmeans_n_init')
   return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every', 'keep_checkpoints',
-                                   'tensorboard') + cluster
+                                   'tensorboard', 'download') + cluster
 
 
 def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> list[dict]:
@@ -395,9 +395,10 @@ def _claim_seed(workdir: Path, seed: int, wait: bool) -> contextlib.ExitStack | 
 
 
 def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], done: int, total: int,
-              timed: list[dict], later: list[tuple[int, str]]) -> int:
+              timed: list[dict], later: list[tuple[int, str]], processes: int) -> int:
   """The requested trials of one seed that are not finished (its lock held); returns the trials done so far.
-  `timed` (finished rows, appended to) and `later` (trials of the seeds after it) estimate the run's ETA."""
+  `timed` (finished rows, appended to) and `later` (trials of the seeds after it, shared by `processes`)
+  estimate the run's ETA."""
   main = parallel.is_main_process()
   if main:
     records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
@@ -405,7 +406,8 @@ def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: lis
   done -= redone
   seed_run = SeedRun(config, dataset, seed, workdir, mesh)
   for i, method in enumerate(todo):
-    progress.set_trial(f'seed {seed} {method}', _time_estimate(timed, [(seed, m) for m in todo[i + 1:]] + later))
+    rest = _time_estimate(timed, [(seed, m) for m in todo[i + 1:]]), _time_estimate(timed, later)
+    progress.set_trial(f'seed {seed} {method}', None if None in rest else rest[0] + rest[1] / processes)
     row, _, _ = run_trial(seed_run, method)
     settings = None if method in methods.BASELINES else udl_config.method_settings(config.cluster.to_dict(), method)
     if main:
@@ -421,11 +423,13 @@ def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: lis
   return done
 
 
-def run(config, workdir: str | Path) -> dict:
+def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = True) -> dict | None:
   """Runs (or resumes) every seed x method trial of `config` in `workdir`; returns the summary.
 
   Several processes may share a workdir: each seed is worked on by one at a time (its lock), and the records
-  merge. In a multi-process (multi-host) run, process 0 does every file write and takes the locks.
+  merge; `processes` says how many share this run's seeds (for the ETA). A process that does not
+  `write_tables` (a worker of the launcher's `--processes`) only adds trials. In a multi-process (multi-host)
+  job, process 0 does every file write and takes the locks.
   """
   methods.import_plugins(config.get('imports', ''))
   udl_config.validate(config)
@@ -462,12 +466,14 @@ def run(config, workdir: str | Path) -> dict:
         with held:
           done = len({(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted)  # others' work too
           progress.trials_done(done)
-          done = _run_seed(config, dataset, workdir, mesh, seed, method_names, done, len(wanted),
-                           timed, [(s, m) for s in pending if s > seed for m in method_names
-                                   if (s, m) not in finished_pairs])
+          done = _run_seed(config, dataset, workdir, mesh, seed, method_names, done, len(wanted), timed,
+                           [(s, m) for s in pending if s > seed for m in method_names
+                            if (s, m) not in finished_pairs], processes)
       pending, wait = busy, True
   finally:
     progress.end_run()
+  if not write_tables:
+    return None
   parallel.barrier('trials done')
   # Re-read: processes running other seeds in this workdir may have finished trials meanwhile.
   payload = write_outputs(config, dataset, workdir, records.read_all(workdir), time.perf_counter() - t_start)

@@ -1,9 +1,12 @@
 """Datasets by name: images as float32 NHWC in [0, 1], integer labels (or None), loaded into memory.
 
 Where files come from, in this order: an explicit `data_dir`; `$UDL_DATA_DIR/<folder>`; for Fashion-MNIST,
-Debian's `/usr/share/datasets/fashion-mnist`; then TensorFlow Datasets for the names tfds knows (this is how a
-machine with internet gets them). Original files are verified by the SHA-256 of their decompressed bytes, so a
-re-gzipped copy (Debian's Fashion-MNIST) passes and a corrupt one fails with the file's name.
+Debian's `/usr/share/datasets/fashion-mnist`; then TensorFlow Datasets for the names tfds knows, but only when
+tfds already holds the prepared set, or downloading is allowed (`download=True` / `UDL_DOWNLOAD=1`), or the
+download host answers within 2 s. Offline, tfds would retry for minutes and then fail; here a missing set fails
+at once, creating nothing, with every place looked at and what to do. Original files are verified by the SHA-256
+of their decompressed bytes, so a re-gzipped copy (Debian's Fashion-MNIST) passes and a corrupt one fails with
+the file's name.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import gzip
 import hashlib
 import os
 import re
+import shutil
+import socket
+import threading
 import zlib
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -147,13 +152,78 @@ def _tfds_arrays(tfds_name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def _first_line(text: str, limit: int = 200) -> str:
-  """The first line of an error, cut at a word (tfds errors can run to pages of retries)."""
+def _first_line(text: str, limit: int = 1000) -> str:
+  """The first line of an error, whole: the cause sits at its end ('... (Caused by NameResolutionError(...))'),
+  which a short cut lost. Only a runaway line is cut, at a word."""
   line = text.strip().split('\n', 1)[0]
   if len(line) <= limit:
     return line
   space = line.rfind(' ', limit // 2, limit)
   return line[:space if space > 0 else limit].rstrip() + '...'
+
+
+# The host tfds downloads each family from (its own URLs); the connectivity check knocks on the same door.
+_DOWNLOAD_HOSTS = {'mnist': ('storage.googleapis.com', 443),
+                   'fashion_mnist': ('fashion-mnist.s3-website.eu-central-1.amazonaws.com', 80)}
+# Public copies of the original IDX files, named in the not-found error.
+_MIRRORS = {'mnist': 'https://storage.googleapis.com/cvdf-datasets/mnist/',
+            'fashion_mnist': 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'}
+_ONLINE_TIMEOUT_S = 2.0
+
+
+def _tfds_data_dir() -> Path:
+  """tfds's data dir as tfds reads it (TFDS_DATA_DIR, else ~/tensorflow_datasets), without importing tfds."""
+  return Path(os.environ.get('TFDS_DATA_DIR') or Path.home() / 'tensorflow_datasets').expanduser()
+
+
+def _tfds_prepared(family: str) -> bool:
+  """Whether tfds already holds a prepared `family` (a version folder with its dataset_info.json)."""
+  return any(_tfds_data_dir().glob(f'{family}/*/dataset_info.json'))
+
+
+def _connects(host: str, port: int, timeout: float) -> bool:
+  try:
+    socket.create_connection((host, port), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def _online(host: str, port: int, timeout: float = _ONLINE_TIMEOUT_S) -> bool:
+  """Whether `host:port` takes a TCP connection within `timeout` s. The probe runs in a thread because the
+  socket timeout does not bound the name lookup, which can hang far longer on a machine without a network."""
+  answer: list[bool] = []
+  probe = threading.Thread(target=lambda: answer.append(_connects(host, port, timeout)), daemon=True)
+  probe.start()
+  probe.join(timeout)
+  return bool(answer and answer[0])
+
+
+def _download_wanted(download: bool | None) -> bool | None:
+  """`download` when given, else $UDL_DOWNLOAD (1/true/yes, 0/false/no); None: download only when online."""
+  if download is not None:
+    return bool(download)
+  value = os.environ.get('UDL_DOWNLOAD', '').strip().lower()
+  choices = {'': None, 'auto': None, '1': True, 'true': True, 'yes': True, '0': False, 'false': False, 'no': False}
+  if value not in choices:
+    raise UserError(f'UDL_DOWNLOAD={value}: use 1 (let TensorFlow Datasets download), 0 (never download) '
+                    'or leave it unset (download when the download host answers)')
+  return choices[value]
+
+
+def _tfds_refusal(family: str, download: bool | None) -> str | None:
+  """Why tfds is not asked for `family`, or None to ask it: it is asked when it holds the prepared set, when a
+  download was asked for, or when its download host answers. Offline it would retry for minutes, then fail."""
+  if _tfds_prepared(family):
+    return None
+  wanted = _download_wanted(download)
+  if wanted is False:
+    return 'no prepared copy, and downloading is off (download=False or UDL_DOWNLOAD=0)'
+  host, port = _DOWNLOAD_HOSTS[family]
+  if wanted or _online(host, port):
+    return None
+  return (f'no prepared copy, and no download tried: {host} did not answer within {_ONLINE_TIMEOUT_S:g} s, '
+          'so this machine looks offline')
 
 
 def _candidate_folders(folder_name: str, data_dir: str | None) -> list[Path]:
@@ -169,25 +239,75 @@ def _candidate_folders(folder_name: str, data_dir: str | None) -> list[Path]:
   return places
 
 
-def _load_idx_family(family: str, name: str, splits: tuple[str, ...], data_dir: str | None) -> Dataset:
-  places = _candidate_folders(family, data_dir)
-  for folder in places:
+def _looked_in(folder_name: str, data_dir: str | None) -> list[str]:
+  """The folders searched, for an error; an unset $UDL_DATA_DIR is named too, as it is the usual fix."""
+  looked = [str(p) for p in _candidate_folders(folder_name, data_dir)]
+  if not data_dir and not os.environ.get('UDL_DATA_DIR'):
+    looked.insert(0, f'$UDL_DATA_DIR/{folder_name} (UDL_DATA_DIR is not set)')
+  return looked
+
+
+# name -> (family: the folder and tfds name, splits in the order they are concatenated)
+_IDX_SETS = {'mnist': ('mnist', ('train', 'test')), 'mnist_test': ('mnist', ('test',)),
+             'fashion_mnist': ('fashion_mnist', ('train', 'test')),
+             'fashion_mnist_test': ('fashion_mnist', ('test',))}
+
+
+def _idx_not_found(name: str, data_dir: str | None, tfds_note: str) -> UserError:
+  """The one not-found error: the set, every place looked at, the files wanted, where to get them, what to do."""
+  family, splits = _IDX_SETS[name]
+  looked = _looked_in(family, data_dir)
+  if not data_dir:
+    looked.append(f'{_tfds_data_dir() / family} (TensorFlow Datasets: {tfds_note})')
+  names = [f'{stem}.gz' for split in splits for stem in _idx_stems(split)]
+  files = ' and '.join(names) if len(names) < 3 else f'{", ".join(names[:-1])} and {names[-1]}'
+  where = (f'put {files} in {Path(data_dir).expanduser() / family} or in {data_dir} itself' if data_dir
+           else f'set UDL_DATA_DIR to a folder whose subfolder {family}/ holds {files}')
+  download = '' if data_dir else ('; or let TensorFlow Datasets download it on a machine with internet '
+                                  '(UDL_DOWNLOAD=1 makes it try even when the check says offline)')
+  explicit = ' (TensorFlow Datasets is not tried when data_dir is given)' if data_dir else ''
+  return UserError(f"dataset '{name}' not found. Looked in: {'; '.join(looked)}{explicit}. To fix: {where} "
+                   f'(the original IDX files, e.g. from {_MIRRORS[family]}){download}.')
+
+
+def _idx_source(name: str, data_dir: str | None, download: bool | None) -> Path | None:
+  """The folder holding `name`'s IDX files, or None when tfds is to provide them; when neither can, raises the
+  not-found error at once, having read and created nothing."""
+  family, splits = _IDX_SETS[name]
+  for folder in _candidate_folders(family, data_dir):
     if _idx_folder_ok(folder, splits):
-      parts = [_load_idx_split(folder, family, s) for s in splits]
-      return _from_uint8(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), name)
-  if data_dir is None:
-    try:
-      parts = [_tfds_arrays(family, s) for s in splits]
-      return _from_uint8(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), name)
-    except Exception as e:  # noqa: BLE001 - any tfds failure becomes the one clear message below
-      reason = _first_line(str(e))
-      tfds_note = f'TensorFlow Datasets could not provide it either ({type(e).__name__}: {reason})'
+      return folder
+  refusal = None if data_dir else _tfds_refusal(family, download)
+  if data_dir or refusal:
+    raise _idx_not_found(name, data_dir, refusal or '')
+  return None
+
+
+def _tfds_parts(family: str, splits: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+  """`splits` from tfds. A failed attempt removes the tfds data dir when it made it: it leaves a tree of empty
+  partial downloads behind."""
+  root = _tfds_data_dir()
+  existed = root.exists()
+  try:
+    return [_tfds_arrays(family, s) for s in splits]
+  except BaseException:
+    if not existed:
+      shutil.rmtree(root, ignore_errors=True)
+    raise
+
+
+def _load_idx_family(name: str, data_dir: str | None, download: bool | None = None) -> Dataset:
+  family, splits = _IDX_SETS[name]
+  folder = _idx_source(name, data_dir, download)
+  if folder is not None:
+    parts = [_load_idx_split(folder, family, s) for s in splits]
   else:
-    tfds_note = 'TensorFlow Datasets was not tried because data_dir was given explicitly'
-  looked = ', '.join(str(p) for p in places) or '(no data_dir and no $UDL_DATA_DIR set)'
-  raise UserError(
-      f"dataset '{name}': the IDX files (train-images-idx3-ubyte.gz etc.) were not found. Looked in: {looked}. "
-      f'{tfds_note}. Put the four original .gz files in $UDL_DATA_DIR/{family}/ or pass data_dir.')
+    try:
+      parts = _tfds_parts(family, splits)
+    except Exception as e:  # noqa: BLE001 - any tfds failure becomes the one clear message
+      reason = f'could not provide it ({type(e).__name__}: {_first_line(str(e))})'
+      raise _idx_not_found(name, data_dir, reason) from e
+  return _from_uint8(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), name)
 
 
 # ---------------------------------------------------------------------------------------------------- USPS
@@ -226,22 +346,24 @@ def _read_usps_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
-def _load_usps(name: str, data_dir: str | None) -> Dataset:
-  places = _candidate_folders('usps', data_dir)
-  for folder in places:
-    train, test = folder / 'zip.train.gz', folder / 'zip.test.gz'
-    if train.is_file() and test.is_file():
-      parts = [_read_usps_text(train), _read_usps_text(test)]
-      x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    elif (folder / 'usps.h5').is_file():
-      x, y = _read_usps_h5(folder / 'usps.h5')
-    else:
-      continue
-    return Dataset(x.reshape(-1, 16, 16, 1), y, name, 10)
-  looked = ', '.join(str(p) for p in places) or '(no data_dir and no $UDL_DATA_DIR set)'
-  raise UserError(f"dataset 'usps': neither zip.train.gz + zip.test.gz nor usps.h5 found. Looked in: {looked}. "
-                  'Get the files from the Elements of Statistical Learning data page (or Kaggle\'s usps.h5) '
-                  'and put them in $UDL_DATA_DIR/usps/.')
+def _usps_folder(data_dir: str | None) -> Path:
+  """The first folder holding zip.train.gz + zip.test.gz or usps.h5; the not-found error otherwise."""
+  for folder in _candidate_folders('usps', data_dir):
+    if all((folder / f).is_file() for f in ('zip.train.gz', 'zip.test.gz')) or (folder / 'usps.h5').is_file():
+      return folder
+  raise UserError(f"dataset 'usps': neither zip.train.gz + zip.test.gz nor usps.h5 found. Looked in: "
+                  f"{'; '.join(_looked_in('usps', data_dir))}. Get the files from the Elements of Statistical "
+                  "Learning data page (or Kaggle's usps.h5) and put them in $UDL_DATA_DIR/usps/.")
+
+
+def _load_usps(data_dir: str | None) -> Dataset:
+  folder = _usps_folder(data_dir)
+  if (folder / 'zip.train.gz').is_file() and (folder / 'zip.test.gz').is_file():
+    parts = [_read_usps_text(folder / 'zip.train.gz'), _read_usps_text(folder / 'zip.test.gz')]
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+  else:
+    x, y = _read_usps_h5(folder / 'usps.h5')
+  return Dataset(x.reshape(-1, 16, 16, 1), y, 'usps', 10)
 
 
 # -------------------------------------------------------------------------------------------- image folder
@@ -294,13 +416,25 @@ def _read_label_csv(path: Path) -> dict[str, int | str]:
   return labels
 
 
+def _existing_folder(folder: str | Path) -> Path:
+  folder = Path(folder).expanduser()
+  if not folder.is_dir():
+    raise UserError(f'image folder {folder} does not exist')
+  return folder
+
+
+def _image_folder(data_dir: str | None) -> Path:
+  """The folder of dataset 'folder', which has no default."""
+  if not data_dir:
+    raise UserError("dataset 'folder' needs data_dir: the folder that holds the images")
+  return _existing_folder(data_dir)
+
+
 def load_folder(folder: str | Path, image_size: int = 28, labels_csv: str | Path | None = None,
                 name: str = 'folder') -> Dataset:
   """Every image file in `folder` (sorted), as grey `image_size` squares; labels from a filename,label CSV."""
   from PIL import Image, UnidentifiedImageError
-  folder = Path(folder).expanduser()
-  if not folder.is_dir():
-    raise UserError(f'image folder {folder} does not exist')
+  folder = _existing_folder(folder)
   files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
   if not files:
     raise UserError(f'{folder}: no image files ({", ".join(IMAGE_SUFFIXES)})')
@@ -327,38 +461,58 @@ def load_folder(folder: str | Path, image_size: int = 28, labels_csv: str | Path
 
 # ------------------------------------------------------------------------------------------------ registry
 
-def _digits(data_dir=None) -> Dataset:
+def _digits() -> Dataset:
   from sklearn.datasets import load_digits
   d = load_digits()
   return Dataset((d.images / 16.0).astype(np.float32)[..., None], d.target.astype(np.int32), 'digits', 10)
 
 
-_LOADERS: dict[str, Callable[[str | None], Dataset]] = {
-    'digits': _digits,
-    'mnist': lambda data_dir=None: _load_idx_family('mnist', 'mnist', ('train', 'test'), data_dir),
-    'mnist_test': lambda data_dir=None: _load_idx_family('mnist', 'mnist_test', ('test',), data_dir),
-    'fashion_mnist': lambda data_dir=None: _load_idx_family(
-        'fashion_mnist', 'fashion_mnist', ('train', 'test'), data_dir),
-    'fashion_mnist_test': lambda data_dir=None: _load_idx_family(
-        'fashion_mnist', 'fashion_mnist_test', ('test',), data_dir),
-    'usps': lambda data_dir=None: _load_usps('usps', data_dir),
-}
-NAMES = tuple(_LOADERS) + ('folder',)
+NAMES = ('digits', *_IDX_SETS, 'usps', 'folder')
 
 
-def load(name: str, data_dir: str | None = None, *, image_size: int = 28,
-         labels_csv: str | None = None) -> Dataset:
-  """Loads a dataset by name (see NAMES); `folder` needs `data_dir`, the folder of images."""
+def _unknown(name: str) -> UserError:
+  return UserError(f"unknown dataset '{name}'; valid names: {', '.join(NAMES)}")
+
+
+def locate(name: str, data_dir: str | None = None, *, download: bool | None = None) -> str:
+  """Where `load` would read `name` from: a folder, 'TensorFlow Datasets' or 'embedded'. Reads and creates
+  nothing and raises load's not-found error in milliseconds, so a launcher can call it before it makes the
+  workdir, and a missing dataset leaves no trace."""
+  if name == 'digits':
+    return 'embedded (scikit-learn)'
   if name == 'folder':
-    if not data_dir:
-      raise UserError("dataset 'folder' needs data_dir: the folder that holds the images")
-    return load_folder(data_dir, image_size, labels_csv)
-  if name not in _LOADERS:
-    raise UserError(f"unknown dataset '{name}'; valid names: {', '.join(NAMES)}")
-  return _LOADERS[name](data_dir)
+    return str(_image_folder(data_dir))
+  if name == 'usps':
+    return str(_usps_folder(data_dir))
+  if name in _IDX_SETS:
+    return str(_idx_source(name, data_dir, download) or 'TensorFlow Datasets')
+  raise _unknown(name)
+
+
+def load(name: str, data_dir: str | None = None, *, image_size: int = 28, labels_csv: str | None = None,
+         download: bool | None = None) -> Dataset:
+  """Loads a dataset by name (see NAMES); `folder` needs `data_dir`, the folder of images.
+
+  `download` is for the MNIST family when no files are found: True lets TensorFlow Datasets download, False
+  forbids it, None (default) defers to $UDL_DOWNLOAD, else downloads only when the download host answers.
+  """
+  if name == 'digits':
+    return _digits()
+  if name == 'folder':
+    return load_folder(_image_folder(data_dir), image_size, labels_csv)
+  if name == 'usps':
+    return _load_usps(data_dir)
+  if name in _IDX_SETS:
+    return _load_idx_family(name, data_dir, download)
+  raise _unknown(name)
 
 
 def from_config(config) -> Dataset:
-  """The dataset a run config names (`dataset`, `data_dir`, `image_size`, `labels_csv`)."""
+  """The dataset a run config names (`dataset`, `data_dir`, `image_size`, `labels_csv`, `download`)."""
   return load(config.dataset, config.data_dir or None, image_size=config.image_size,
-              labels_csv=config.labels_csv or None)
+              labels_csv=config.labels_csv or None, download=config.get('download'))
+
+
+def locate_from_config(config) -> str:
+  """`locate` for a run config: launchers call it before they create the workdir."""
+  return locate(config.dataset, config.data_dir or None, download=config.get('download'))
