@@ -14,6 +14,16 @@ if str(REPO_ROOT) not in sys.path:  # the package is used from the checkout, not
   sys.path.insert(0, str(REPO_ROOT))
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Compiled programs shared between the tests of a session, as the launchers share them between seeds (an
+  empty cache per session: no test depends on an earlier run's)."""
+  import jax
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
+  yield
+
+
 # Every skip for missing data says this, so that the summary can count them.
 NO_DATA = 'real data not available'
 

@@ -365,3 +365,26 @@ def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path)
   assert 'epochs: 300' in out['flag'] and 'optimizer: sgd' in out['flag'] and 'learning_rate: 0.5' in out['flag']
   assert 'seed 1: run kmeans, ae_kmeans, dec, idec' in out['flag'] and 'seed 2' not in out['flag']
   assert not any(tmp_path.iterdir())
+
+
+def test_a_small_unlabelled_folder_runs_with_fitted_batches_and_writes_each_images_cluster(digits, tmp_path):
+  """The README's folder command on 50 unlabelled images: batch sizes 256 are lowered to fit (not refused after
+  k-means ran), and assignments.csv gives every image its cluster and confidence per method."""
+  from PIL import Image
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  for i in range(50):
+    Image.fromarray((digits.x[i, ..., 0] * 255).astype(np.uint8)).save(photos / f'img_{i:02d}.png')
+  config = _small_config(seeds=1, methods='kmeans,ae_kmeans,dec')
+  config.dataset, config.data_dir, config.image_size, config.n_clusters = 'folder', str(photos), 8, 3
+  assert config.pretrain.batch_size == config.cluster.batch_size == 256
+  payload = benchmark.run(config, tmp_path / 'run')
+  assert payload['complete']
+  assert json.loads((tmp_path / 'run' / 'config.json').read_text())['pretrain']['batch_size'] == 50
+  with open(tmp_path / 'run' / 'assignments.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['image'] for r in rows] == [f'img_{i:02d}.png' for i in range(50)]
+  assert set(rows[0]) == {'image', 'kmeans_cluster', 'ae_kmeans_cluster', 'dec_cluster', 'dec_confidence'}
+  assert {int(r['dec_cluster']) for r in rows} <= {0, 1, 2}
+  assert all(1 / 3 - 1e-6 <= float(r['dec_confidence']) <= 1.0 for r in rows)
+  assert 'n/a' in (tmp_path / 'run' / 'table.md').read_text()
