@@ -68,14 +68,7 @@ CROSS_COLUMNS = {
     'MNIST-70k': ('mnist',),
     'Fashion-70k': ('fashion_mnist',),
 }
-PUBLISHED_BY_METHOD = {  # (column, method): (ACC, NMI, source)
-    ('MNIST-70k', 'kmeans'): (0.53, 0.50, 'DEC-keras'), ('MNIST-70k', 'ae_kmeans'): (0.88, 0.81, 'DEC-keras'),
-    ('MNIST-70k', 'dec'): (0.91, 0.87, 'DEC-keras'), ('MNIST-70k', 'idec'): (0.881, 0.867, 'IDEC paper'),
-    ('MNIST-70k', 'n2d'): (0.979, 0.942, 'N2D paper'), ('MNIST-70k', 'dcn'): (0.83, 0.81, 'DCN paper'),
-    ('MNIST-70k', 'dkm'): (0.840, 0.796, 'DKM paper'), ('MNIST-test', 'n2d'): (0.948, 0.882, 'N2D paper'),
-    ('Fashion-70k', 'kmeans'): (0.47, 0.51, 'DEC-keras'), ('Fashion-70k', 'ae_kmeans'): (0.61, 0.64, 'DEC-keras'),
-    ('Fashion-70k', 'dec'): (0.62, 0.65, 'DEC-keras'), ('Fashion-70k', 'n2d'): (0.672, 0.684, 'N2D paper'),
-}
+PUBLISHED_BY_METHOD = results.PUBLISHED_BY_METHOD  # (column, method): (ACC, NMI, source)
 
 
 def command(name: str) -> str:

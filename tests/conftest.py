@@ -24,6 +24,13 @@ def compilation_cache(tmp_path_factory):
   yield
 
 
+@pytest.fixture(autouse=True)
+def small_embedding_maps(monkeypatch):
+  """Every benchmark run of the tests writes its report; a 300-point map keeps t-SNE from dominating them."""
+  from udl_jax import report
+  monkeypatch.setattr(report, 'MAP_POINTS', 300)
+
+
 # Every skip for missing data says this, so that the summary can count them.
 NO_DATA = 'real data not available'
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from udl_jax import clustering, data
-from udl_jax.metrics import cluster_acc, evaluate
+from udl_jax.metrics import cluster_acc, contingency, evaluate, matched_cluster_order
 
 
 def test_acc_permutation_is_one():
@@ -19,6 +19,18 @@ def test_acc_arbitrary_label_values():
   y_true = np.array([3, 3, 7, 7, 100])
   y_pred = np.array([-1, -1, 5, 5, 42])
   assert cluster_acc(y_true, y_pred) == 1.0
+
+
+def test_matched_cluster_order_puts_the_matching_on_the_diagonal():
+  # 3 classes, 4 clusters: cluster 7 is class 0, cluster 5 class 1, cluster 2 class 2; cluster 9 is left over
+  y_true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
+  y_pred = np.array([7, 7, 9, 5, 5, 2, 2, 2, 9, 9])
+  counts, clusters, classes = contingency(y_true, y_pred)
+  assert clusters.tolist() == [2, 5, 7, 9] and classes.tolist() == [0, 1, 2]
+  assert counts.sum() == 10 and counts[clusters.tolist().index(9)].tolist() == [1, 1, 1]
+  order = matched_cluster_order(counts)
+  assert clusters[order].tolist() == [7, 5, 2, 9]
+  assert np.trace(counts[order].T[:, :3]) == round(cluster_acc(y_true, y_pred) * 10) == 7
 
 
 def test_acc_partial_match():

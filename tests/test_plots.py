@@ -89,3 +89,90 @@ def test_cluster_grid_with_empty_cluster(tmp_path):
 def test_cluster_grid_rejects_mismatched_lengths(tmp_path):
   with pytest.raises(ValueError):
     plots.cluster_grid(_images(4), np.zeros(5, int), tmp_path / 'x.png')
+
+
+def _drawn(monkeypatch):
+  """What each figure drew, per axes, recorded as it is saved: legend texts, y-label, y-scale."""
+  seen, save = [], plots._save
+
+  def record(fig, path):
+    for ax in fig.axes:
+      legend = ax.get_legend()
+      seen.append({'legend': [t.get_text() for t in legend.get_texts()] if legend else [],
+                   'ylabel': ax.get_ylabel(), 'xlabel': ax.get_xlabel(), 'yscale': ax.get_yscale()})
+    return save(fig, path)
+  monkeypatch.setattr(plots, '_save', record)
+  return seen
+
+
+def test_loss_curves_draw_mse_once_when_it_is_the_loss(tmp_path, monkeypatch):
+  seen = _drawn(monkeypatch)
+  same = [{'epoch': e, 'loss': 1.0 / e ** 2, 'mse': 1.0 / e ** 2} for e in range(1, 6)]
+  penalised = [{'epoch': e, 'loss': 1.1 / e, 'mse': 1.0 / e} for e in range(1, 6)]
+  flat = [{'epoch': e, 'loss': 0.5 - 0.01 * e} for e in range(1, 6)]
+  for history in (same, penalised, flat):
+    _check_png(plots.loss_curves(history, tmp_path / 'loss.png'))
+  assert [s['legend'] for s in seen] == [['loss = mse'], ['loss', 'mse'], ['loss']]
+  assert all(s['xlabel'] == 'epoch' and s['ylabel'] == 'loss' for s in seen)
+  assert [s['yscale'] for s in seen] == ['log', 'linear', 'linear']  # log only over a decade
+
+
+def test_pretraining_curves_one_line_per_seed(tmp_path, monkeypatch):
+  seen = _drawn(monkeypatch)
+  histories = {s: [{'epoch': e, 'loss': (1 + s) / e, **({'val_loss': 1.2 / e} if s == 2 else {})}
+                   for e in range(1, 30)] for s in (0, 1, 2)}
+  _check_png(plots.pretraining_curves(histories, tmp_path / 'pre.png'))
+  assert seen[0]['legend'] == ['seed 0', 'seed 1', 'seed 2', 'seed 2 (validation)']
+  assert seen[0]['yscale'] == 'log' and seen[0]['xlabel'] == 'epoch'
+
+
+def test_fine_tuning_curves_leave_out_what_is_not_there(tmp_path, monkeypatch):
+  seen = _drawn(monkeypatch)
+  labelled = {s: [{'iteration': 30 * i, 'delta_label': 0.1 / (i + 1), 'acc': 0.7 + 0.01 * i, 'nmi': 0.6,
+                   'loss': 0.1} for i in range(5)] for s in (0, 1)}
+  _check_png(plots.fine_tuning_curves(labelled, tmp_path / 'dec.png', title='DEC'), min_w=600)
+  assert [s['ylabel'] for s in seen] == ['ACC / NMI', 'share of labels changed', 'clustering loss']
+  assert seen[0]['legend'] == ['seed 0 ACC', 'seed 0 NMI', 'seed 1 ACC', 'seed 1 NMI']
+  seen.clear()
+  unlabelled = {0: [{k: v for k, v in row.items() if k not in ('acc', 'nmi')} for row in labelled[0]]}
+  _check_png(plots.fine_tuning_curves(unlabelled, tmp_path / 'dec.png'))
+  assert [s['ylabel'] for s in seen] == ['share of labels changed', 'clustering loss']
+  assert all(s['xlabel'] == 'iteration' for s in seen)
+
+
+def test_confusion_matrix(tmp_path):
+  y = np.repeat(np.arange(4), 25)
+  pred = (y + 1) % 4  # a relabelling: every class is one cluster
+  pred[:5] = 9  # and a fifth, small cluster
+  w, h = _check_png(plots.confusion_matrix(y, pred, tmp_path / 'cm.png', title='DEC'))
+  assert w > 300 and h > 300
+  many = RNG.integers(0, 30, 600)  # too many cells to write the counts in
+  _check_png(plots.confusion_matrix(many, (many + RNG.integers(0, 2, 600)) % 30, tmp_path / 'cm.png'))
+
+
+def test_project_2d_is_deterministic_and_falls_back_to_pca():
+  z = np.concatenate([RNG.normal(0, 1, (60, 5)), RNG.normal(8, 1, (60, 5))]).astype(np.float32)
+  a, how = plots.project_2d(z, seed=3)
+  b, _ = plots.project_2d(z, seed=3)
+  assert how == 't-SNE' and a.shape == (120, 2)
+  np.testing.assert_array_equal(a, b)
+  # the two blobs stay apart: every point nearer its own blob's centre
+  centres = np.stack([a[:60].mean(0), a[60:].mean(0)])
+  nearest = np.argmin(((a[:, None] - centres[None]) ** 2).sum(-1), 1)
+  assert (nearest == np.repeat([0, 1], 60)).all()
+  few, how = plots.project_2d(z[:20])
+  assert how == 'PCA' and few.shape == (20, 2)
+  flat, how = plots.project_2d(z[:10, :1])
+  assert how == 'embedding' and flat.shape == (10, 2) and (flat[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize('with_labels', [False, True])
+def test_embedding_map(tmp_path, with_labels):
+  points = RNG.normal(size=(200, 2))
+  clusters = RNG.integers(0, 5, 200)
+  path = tmp_path / 'map.png'
+  w, _ = _check_png(plots.embedding_map(points, clusters, path, (clusters + 2) % 5 if with_labels else None,
+                                        title='DEC, seed 0'))
+  assert w > 1000 if with_labels else w < 1000  # a second panel beside the first
+  with pytest.raises(ValueError):
+    plots.embedding_map(points[:, :1], clusters, path)

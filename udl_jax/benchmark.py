@@ -3,10 +3,13 @@
 Workdir layout (re-running the same command resumes: finished trials are skipped, the unfinished one continues
 from its last checkpoint; a requested method whose clustering settings changed is redone from the saved
 autoencoders):
-  config.json  trials.csv  summary.json  table.md  clusters.png  log.txt
+  config.json  trials.csv  summary.json  table.md  clusters.png  log.txt  report.html (+ figures/)
+  assignments.csv       unlabelled data: each image's cluster and confidence per method
+  tensorboard/          with config.tensorboard
   seed_S/trials.csv     the finished trials of seed S: the record (the top-level trials.csv is their union)
   seed_S/methods.json   the clustering settings each method's trial was made with
-  seed_S/ae/            autoencoder checkpoints, metrics.jsonl, params (final: a finished pretraining)
+  seed_S/ae/            autoencoder checkpoints (what keep_checkpoints keeps once it finished), metrics.jsonl,
+                        params (final: a finished pretraining)
   seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
   seed_S/METHOD/        checkpoints, metrics.jsonl, params (final); seed_S/METHOD_labels.npz (eval labels)
 
@@ -27,7 +30,7 @@ import jax
 import numpy as np
 
 from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
-                     parallel, plots, progress, records, results, train)
+                     parallel, plots, progress, records, report, results, train)
 from udl_jax.errors import UserError
 
 
@@ -249,6 +252,7 @@ def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict]
   _cluster_figure(dataset, workdir, rows)
   if dataset.y is None:
     _write_assignments(dataset, workdir, rows)
+  report.write_report(workdir, config, dataset)
   return payload
 
 
@@ -433,6 +437,8 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   """
   methods.import_plugins(config.get('imports', ''))
   udl_config.validate(config)
+  if config.get('tensorboard'):
+    report.require_tensorboard()  # a missing package fails now, not after the last trial
   if config.distributed:
     parallel.initialize_distributed()
   workdir = Path(workdir)

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 
 from udl_jax import log, parallel
@@ -140,18 +141,23 @@ def save_tree(path: str | Path, tree) -> None:
     ckptr.save(Path(path).absolute(), tree, force=True)
 
 
-def load_tree(path: str | Path):
+def load_tree(path: str | Path, local: bool = False):
   """The pytree written by `save_tree`, as host arrays, no template needed.
 
+  Every process of a multi-process job must call it (orbax waits for all of them), unless `local`: then this
+  process reads it alone (the report's figures, drawn by process 0 after the others may have finished).
   Missing: FileNotFoundError with `.filename` set (callers name the missing file). Present but unreadable: a
   UserError, since the fix is to delete it and re-run the step that writes it.
   """
   path = Path(path).absolute()
   if not path.exists():
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+  me = jax.process_index()
+  alone = {'multiprocessing_options': ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})} \
+      if local else {}
   with _quiet_abandoned_reads(), _ctrl_c_deferred():
     try:
-      with ocp.StandardCheckpointer() as ckptr:
+      with ocp.StandardCheckpointer(**alone) as ckptr:
         return ckptr.restore(path)
     except Exception as e:  # noqa: BLE001 - orbax, TensorStore and json all raise their own types
       reason = _reason(e)  # not chained: the exception would keep orbax's coroutines alive

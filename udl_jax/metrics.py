@@ -13,15 +13,30 @@ def cluster_acc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
   Works when the number of clusters differs from the number of classes: the contingency matrix is
   rectangular, and points in clusters left without a class count as errors.
   """
+  counts, _, _ = contingency(y_true, y_pred)
+  rows, cols = linear_sum_assignment(counts, maximize=True)
+  return float(counts[rows, cols].sum() / counts.sum())
+
+
+def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(counts, cluster ids, class ids): counts[i, j] is how many points of cluster ids[i] have class ids[j]."""
   y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
   if y_true.shape != y_pred.shape:
     raise ValueError(f'y_true has shape {y_true.shape} but y_pred has {y_pred.shape}')
-  _, true_idx = np.unique(y_true, return_inverse=True)
-  _, pred_idx = np.unique(y_pred, return_inverse=True)
-  counts = np.zeros((pred_idx.max() + 1, true_idx.max() + 1), np.int64)
+  classes, true_idx = np.unique(y_true, return_inverse=True)
+  clusters, pred_idx = np.unique(y_pred, return_inverse=True)
+  counts = np.zeros((len(clusters), len(classes)), np.int64)
   np.add.at(counts, (pred_idx, true_idx), 1)
+  return counts, clusters, classes
+
+
+def matched_cluster_order(counts: np.ndarray) -> np.ndarray:
+  """Row indices of `counts` (clusters x classes) in the order of the classes they are matched to by ACC's
+  Hungarian mapping, then the clusters left without a class: a confusion matrix in this column order has the
+  matched pairs on its diagonal."""
   rows, cols = linear_sum_assignment(counts, maximize=True)
-  return float(counts[rows, cols].sum() / y_true.size)
+  matched = rows[np.argsort(cols)]
+  return np.concatenate([matched, np.setdiff1d(np.arange(counts.shape[0]), matched)]).astype(np.int64)
 
 
 def evaluate(y_true: np.ndarray | None, y_pred: np.ndarray) -> dict[str, float]:

@@ -70,6 +70,13 @@ def make_mesh() -> Mesh:
   return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def single_device_mesh() -> Mesh:
+  """A `data` mesh of this process's first device alone, for small work one process does by itself while the
+  other processes of a multi-process job may have finished (the report's embedding map of a few thousand rows):
+  no other process, and no collective between devices, takes part."""
+  return jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices()[:1])
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
