@@ -6,6 +6,8 @@
 Re-running the same command in the same workdir resumes. See configs/benchmark.py for every option.
 """
 
+from pathlib import Path
+
 from absl import flags
 
 from experiments import launch, workers
@@ -29,12 +31,12 @@ def main(argv):
     launch.print_config(config, benchmark.plan(config, workdir))
     return
   data.locate_from_config(config)  # missing data fails here, before the workdir exists
-  workdir = launch.prepare_workdir(workdir, config.distributed)
   if _WORKER.value:
-    benchmark.run(config, workdir, write_tables=False)
+    benchmark.run(config, launch.prepare_workdir(workdir, config.distributed), write_tables=False)
     return
   n = workers.count(_PROCESSES.value, config.seeds, config.distributed)
-  started = workers.start(n, workdir) if n > 1 else []
+  started = workers.start(n, Path(workdir)) if n > 1 else []  # before JAX starts: it makes this one single-threaded
+  workdir = launch.prepare_workdir(workdir, config.distributed)
   finished = False
   try:
     benchmark.run(config, workdir, processes=n)

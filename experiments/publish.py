@@ -3,7 +3,7 @@
   python -m experiments.publish --workdir=runs/benchmark_digits --name=digits \
       --command="python -m experiments.benchmark --workdir=runs/benchmark_digits"
 
-Copies what exists of table.md, trials.csv, summary.json, clusters.png, log.txt (benchmarks) or summary.json,
+Copies what exists of table.md, trials.csv, summary.json, report.html, clusters.png, log.txt (benchmarks) or summary.json,
 metrics.jsonl and the PNG figures (autoencoders), and writes COMMAND.md: the command, the wall time from the
 run's own records, and the software versions. Numbers are never edited: they are the run's files.
 """
@@ -24,7 +24,8 @@ _COMMAND = flags.DEFINE_string('command', None, 'The exact command that produced
 _NOTE = flags.DEFINE_string('note', '', 'How the run came about when one command does not say it all (e.g. '
                             'trials redone after a settings change); written as a "Note:" line.')
 
-FILES = ('table.md', 'trials.csv', 'summary.json', 'metrics.jsonl', 'assignments.csv', 'metrics.json', 'log.txt')
+FILES = ('table.md', 'trials.csv', 'summary.json', 'report.html', 'metrics.jsonl', 'assignments.csv', 'metrics.json',
+         'log.txt')
 
 
 def check_finished(src: Path) -> None:

@@ -32,8 +32,8 @@ HEADER = """# Results
 Every table and figure here is a copy of a real run's files (`python -m experiments.publish`), with the exact
 command, seeds, compute time, machine and package versions in the folder's `COMMAND.md`; this page is written
 by `python -m experiments.render_results`. Data came from `UDL_DATA_DIR=../shared/data` (the original MNIST /
-Fashion-MNIST IDX files). Machine: 2-core AMD EPYC CPU, no GPU, except the `mnist_gpu_*` folders (one lent
-NVIDIA H200). Timings were taken while other jobs shared the machine, so they are upper bounds, not speed
+Fashion-MNIST IDX files). Machine: a 2-core CPU, no GPU (an AMD EPYC, except `digits`: an Intel Xeon; each
+COMMAND.md names it), except the `mnist_gpu_*` folders (one lent NVIDIA H200). Timings were taken while other jobs shared the machine, so they are upper bounds, not speed
 measurements (those are in `benchmarks/`).
 
 """
@@ -217,7 +217,9 @@ L1 penalty of weight 0.01 on all hidden activations: compare their `mean_abs_act
 convolutions train at under 100 samples/s on this 2-core CPU (see `benchmarks/README.md`), so its output is
 still blurry; the PSNR columns show it already removes most of the salt-and-pepper noise.
 
-In the benchmark tables, "time / seed" of every method but raw KMeans includes that seed's autoencoder pretraining.
+In the benchmark tables published before 2026-11-26, "time / seed" of every method but raw KMeans includes that
+seed's autoencoder pretraining; tables that end with notes (`digits`) count each method alone and state the
+shared pretraining once under the table.
 """
 
 

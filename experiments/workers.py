@@ -10,8 +10,6 @@ which process ran them.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import importlib.util
 import os
 import signal
@@ -55,25 +53,22 @@ def count(requested: str, seeds: int, distributed: bool) -> int:
   return min(n, seeds)
 
 
-def _pin(core: int) -> None:
-  """In a worker before it starts: its core, and SIGTERM when the launcher dies (PR_SET_PDEATHSIG)."""
-  os.sched_setaffinity(0, {core})
-  ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-
-
 def start(n: int, workdir: Path) -> list[subprocess.Popen]:
-  """Makes this process single-threaded on the first core (before JAX starts) and starts n-1 workers on the
-  next cores, each logging to WORKDIR/worker_I.log (their per-step lines go to log.txt as this one's do)."""
+  """Makes this process single-threaded on the first core (call it before JAX starts its backend) and starts n-1
+  workers on the next cores, each logging to WORKDIR/worker_I.log (their per-step lines go to log.txt too).
+
+  A worker outlives a killed launcher: it finishes its seed and its records, which the next run reuses."""
   cores = _cores()
   os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREADED}".strip()
   os.sched_setaffinity(0, {cores[0]})
+  workdir.mkdir(parents=True, exist_ok=True)
   workers = []
   for i in range(1, n):
     with open(workdir / f'worker_{i}.log', 'w') as out:
-      workers.append(subprocess.Popen(
-          [sys.executable, '-m', 'experiments.benchmark', *sys.argv[1:], '--processes=1', '--worker'],
-          stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
-          preexec_fn=functools.partial(_pin, cores[i % len(cores)])))
+      worker = subprocess.Popen([sys.executable, '-m', 'experiments.benchmark', *sys.argv[1:], '--processes=1',
+                                 '--worker'], stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    os.sched_setaffinity(worker.pid, {cores[i % len(cores)]})  # at once: it is still importing
+    workers.append(worker)
   log.info('%d processes share the seeds, one per core, single-threaded (--processes=1: one process)', n)
   return workers
 
