@@ -388,3 +388,40 @@ def test_a_small_unlabelled_folder_runs_with_fitted_batches_and_writes_each_imag
   assert {int(r['dec_cluster']) for r in rows} <= {0, 1, 2}
   assert all(1 / 3 - 1e-6 <= float(r['dec_confidence']) <= 1.0 for r in rows)
   assert 'n/a' in (tmp_path / 'run' / 'table.md').read_text()
+
+
+def test_processes_split_the_seeds_and_give_the_trials_of_one_process(tmp_path):
+  """--processes=2 (what 'auto' picks on this 2-core CPU): a worker takes seeds beside the launcher, the
+  launcher's table is complete, and every trial equals that of one single-threaded process."""
+  tiny = ['--config.seeds=3', '--config.methods=kmeans,ae_kmeans,dec', '--config.pretrain.epochs=2',
+          '--config.model.dims=(32,16,6)', '--config.cluster.maxiter=60', '--config.cluster.kmeans_n_init=2']
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_cpu_multi_thread_eigen=false')
+  runs = {}
+  for name, processes in (('two', '2'), ('one', '1')):
+    proc = subprocess.run([sys.executable, '-m', 'experiments.benchmark', *tiny, f'--processes={processes}',
+                           f'--workdir={tmp_path / name}'], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs[name] = (proc.stderr, {(r['seed'], r['method']): r for r in results.read_trials(tmp_path / name / 'trials.csv')})
+  err, two = runs['two']
+  assert '2 processes share the seeds' in err and (tmp_path / 'two' / 'worker_1.log').exists()
+  assert 'trial' in (tmp_path / 'two' / 'worker_1.log').read_text()  # the worker really ran trials
+  assert json.loads((tmp_path / 'two' / 'summary.json').read_text())['complete']
+  one = runs['one'][1]
+  assert set(two) == set(one) and len(one) == 9
+  for key in one:
+    assert [two[key][m] for m in ('acc', 'nmi', 'ari')] == [one[key][m] for m in ('acc', 'nmi', 'ari')], key
+
+
+@pytest.mark.parametrize('requested, seeds, distributed, expected', [
+    ('auto', 10, True, 1), ('3', 2, False, 2), ('1', 10, False, 1)])
+def test_process_count(requested, seeds, distributed, expected):
+  from experiments import workers
+  assert workers.count(requested, seeds, distributed) == expected
+
+
+@pytest.mark.parametrize('requested, distributed', [('0', False), ('two', False), ('2', True)])
+def test_bad_process_counts_are_refused(requested, distributed):
+  from experiments import workers
+  with pytest.raises(UserError, match='--processes'):
+    workers.count(requested, 4, distributed)
