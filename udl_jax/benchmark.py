@@ -331,9 +331,9 @@ def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> list[dict]
   return finished
 
 
-def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> tuple[list[str], int]:
-  """(The requested methods seed still needs, how many of them were finished but are redone because their
-  clustering settings changed). Decided by process 0 (holding the seed's lock) and broadcast, so every process
+def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> list[str]:
+  """The requested methods seed still needs: unfinished, or finished with clustering settings that changed
+  (their records are forgotten). Decided by process 0 (holding the seed's lock) and broadcast, so every process
   runs the same trials."""
   def decide():
     stale = records.stale_methods(workdir, seed, method_names, config.cluster.to_dict())
@@ -342,9 +342,9 @@ def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -
                'autoencoder', seed, ', '.join(stale))
       records.forget_trials(workdir, seed, stale)
     done = {r['method'] for r in records.read_seed(workdir, seed)}
-    return np.asarray([m not in done for m in method_names] + [len(stale)])
-  decided = parallel.computed_on_main(decide, np.zeros(len(method_names) + 1, np.int64))
-  return [m for m, wanted in zip(method_names, decided) if wanted], int(decided[-1])
+    return np.asarray([m not in done for m in method_names])
+  decided = parallel.computed_on_main(decide, np.zeros(len(method_names), bool))
+  return [m for m, wanted in zip(method_names, decided) if wanted]
 
 
 def _span(seeds: list[int]) -> str:
@@ -398,16 +398,23 @@ def _claim_seed(workdir: Path, seed: int, wait: bool) -> contextlib.ExitStack | 
   return held if bool(parallel.computed_on_main(take, np.asarray(False))) else None
 
 
-def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], done: int, total: int,
-              timed: list[dict], later: list[tuple[int, str]], processes: int) -> int:
-  """The requested trials of one seed that are not finished (its lock held); returns the trials done so far.
-  `timed` (finished rows, appended to) and `later` (trials of the seeds after it, shared by `processes`)
-  estimate the run's ETA."""
+def _finished(workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str]]:
+  """The (seed, method) trials of `wanted` finished in the workdir, by this process or any other."""
+  return {(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted
+
+
+def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], wanted: set,
+              timed: list[dict], later_seeds: list[int], processes: int) -> None:
+  """The requested trials of one seed that are not finished (its lock held). `timed` (finished rows, appended
+  to) and the unfinished trials of `later_seeds` (shared by `processes`) estimate the run's ETA; the trial count
+  shown includes what other processes sharing the workdir finished."""
   main = parallel.is_main_process()
   if main:
     records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
-  todo, redone = _methods_to_run(config, workdir, seed, method_names)
-  done -= redone
+  todo = _methods_to_run(config, workdir, seed, method_names)
+  finished = _finished(workdir, wanted)
+  later = [(s, m) for s in later_seeds for m in method_names if (s, m) not in finished]
+  progress.trials_done(len(finished))
   seed_run = SeedRun(config, dataset, seed, workdir, mesh)
   for i, method in enumerate(todo):
     rest = _time_estimate(timed, [(seed, m) for m in todo[i + 1:]]), _time_estimate(timed, later)
@@ -418,13 +425,12 @@ def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: lis
       records.add_trial(workdir, row, settings)
     prune_checkpoints(seed_run.dir / method / 'checkpoints', config.get('keep_checkpoints', 'keep'))
     timed.append(row)
-    done += 1
+    done = len(_finished(workdir, wanted) | {(seed, method)})
     progress.trials_done(done)
     scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
-    log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, total, seed, method, scores, row['seconds'])
+    log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), seed, method, scores, row['seconds'])
   if main and todo:
     records.write_union(workdir)
-  return done
 
 
 def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = True) -> dict | None:
@@ -451,8 +457,7 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   finished = _prepare_workdir(config, workdir, dataset)
   method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   wanted = {(s, m) for s in seeds for m in method_names}
-  finished_pairs = {(r['seed'], r['method']) for r in finished}
-  done = len(finished_pairs & wanted)
+  done = len({(r['seed'], r['method']) for r in finished} & wanted)
   timed = list(finished)  # trials whose times estimate the rest of the run
   t_start = time.perf_counter()
   log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done (per-step lines: '
@@ -470,11 +475,8 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
           busy.append(seed)
           continue
         with held:
-          done = len({(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted)  # others' work too
-          progress.trials_done(done)
-          done = _run_seed(config, dataset, workdir, mesh, seed, method_names, done, len(wanted), timed,
-                           [(s, m) for s in pending if s > seed for m in method_names
-                            if (s, m) not in finished_pairs], processes)
+          _run_seed(config, dataset, workdir, mesh, seed, method_names, wanted, timed,
+                    [s for s in pending if s > seed], processes)
       pending, wait = busy, True
   finally:
     progress.end_run()
