@@ -31,7 +31,8 @@ from absl import app, flags
 from flax.training import train_state
 
 from benchmarks import peers
-from udl_jax import config as udl_config, dec, log, losses, methods, metrics, models, parallel, results, train
+from udl_jax import (augment, config as udl_config, dec, log, losses, methods, metrics, models, parallel, results,
+                     train)
 from udl_jax.errors import UserError
 
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['256', '1024', '2048'], 'Batch sizes of the dense AE and DEC.')
@@ -195,16 +196,19 @@ def random_inputs(workload: str, n: int, seed: int = 0) -> jax.Array:
 
 
 def autoencoder_seconds(workload: str, model_cfg, batch: int, dtype: str, num_batches: int, mesh,
-                        repeats: int) -> list[float]:
-  """Seconds per epoch of `num_batches` steps of the library's pretraining epoch (SGD, momentum 0.9)."""
+                        repeats: int, augmented: bool = False) -> list[float]:
+  """Seconds per epoch of `num_batches` steps of the library's pretraining epoch (SGD, momentum 0.9); with
+  `augmented`, every batch randomly moved first (`pretrain.augment`)."""
   model = models.make_model(workload, IMAGE_SHAPE, model_cfg, models.compute_dtype(dtype))
   opt_cfg = udl_config.train_block()
   opt_cfg.update(optimizer='sgd', learning_rate=LEARNING_RATE, momentum=0.9)
   x = parallel.replicate(random_inputs(workload, num_batches * batch), mesh)
   state = parallel.replicate(train.init_state(model, x[:1], train.make_optimizer(opt_cfg), jax.random.key(1)),
                              mesh)
-  epoch = train.make_train_epoch(losses.make_loss_fn(workload, model, model_cfg), batch, mesh,
-                                 scan=train.epoch_as_scan(workload))  # the path train.fit takes
+  loss_fn = losses.make_loss_fn(workload, model, model_cfg)
+  if augmented:
+    loss_fn = augment.augmented_loss(loss_fn, IMAGE_SHAPE)
+  epoch = train.make_train_epoch(loss_fn, batch, mesh, scan=train.epoch_as_scan(workload))  # as train.fit
   key = jax.random.key(2)
   return timed(threaded(lambda s: epoch(s, x, key), state), repeats)
 

@@ -104,7 +104,7 @@ def run(config, workdir: str | Path) -> dict:
   progress.start_run(1, 0)
   try:
     state, history = train.fit(name, model, config.model, config.train, x[tr], x[va] if len(va) else None,
-                               config.seed, workdir / 'checkpoints', mesh)
+                               config.seed, workdir / 'checkpoints', mesh, image_shape=dataset.image_shape)
   finally:
     progress.end_run()
   params = jax.device_get(state.params)

@@ -83,7 +83,7 @@ class SeedRun:
       tr, va = train.split_train_val(len(x_fit), cfg.val_fraction, self.seed)
       state, history = train.fit(self.config.model.name, self.model, self.config.model, cfg, x_fit[tr],
                                  x_fit[va] if len(va) else None, self.seed, self.dir / 'ae' / 'checkpoints',
-                                 self.mesh)
+                                 self.mesh, image_shape=self.dataset.image_shape)
       params = jax.device_get(state.params)
       checkpoint.save_tree(self.dir / 'ae' / 'params', params)
       results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)  # last: it marks pretraining finished

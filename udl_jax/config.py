@@ -39,6 +39,7 @@ def train_block() -> ml_collections.ConfigDict:
       'val_fraction': 0.0,               # held out for validation loss and early stopping
       'patience': 0,                     # epochs without improvement before stopping; 0 = never stop early
       'checkpoint_every': 10,            # epochs
+      'augment': False,                  # train on randomly shifted (<= 10%) and rotated (<= 10 deg) copies (DEC-DA)
   })
 
 
@@ -78,6 +79,9 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
     resolved[key] = value
   return resolved
 
+
+# Keys added after runs were saved: a saved config without one ran with this value (dotted names).
+ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False}
 
 # What configs written before these cluster keys existed ran with (for comparing a saved run's settings).
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}

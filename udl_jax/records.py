@@ -175,7 +175,7 @@ def changed_settings(before: dict, now: dict, may_change: Iterable[str], prefix:
       continue
     if isinstance(before.get(key), dict) and isinstance(now.get(key), dict):
       changed += changed_settings(before[key], now[key], may_change, f'{name}.')
-    elif before.get(key) != now.get(key):
+    elif before.get(key, udl_config.ADDED_DEFAULTS.get(name)) != now.get(key):
       changed.append(name)
   return changed
 

@@ -20,7 +20,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from udl_jax import checkpoint, log, losses, models, parallel, progress
+from udl_jax import augment, checkpoint, log, losses, models, parallel, progress
 from udl_jax.errors import UserError
 
 OPTIMIZERS = ('adam', 'sgd')
@@ -110,11 +110,12 @@ def make_evaluate(loss_fn: losses.LossFn, n: int, mesh, chunk: int = 1024) -> Ca
 
 def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.ndarray | None, seed: int,
         ckpt_dir: str | Path | None = None, mesh=None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> tuple[train_state.TrainState, list[dict]]:
+        on_epoch: Callable[[int, dict], None] | None = None,
+        image_shape: tuple[int, int, int] | None = None) -> tuple[train_state.TrainState, list[dict]]:
   """Trains `model` on model-ready arrays; resumes from `ckpt_dir` when it holds a checkpoint of this run.
 
   `cfg` is the run's `train` block (epochs, batch_size, optimizer, learning_rate, momentum, patience,
-  checkpoint_every). Stops early after `patience` epochs without a better validation loss (training loss when
+  checkpoint_every, augment: each batch randomly moved as `image_shape` images, `udl_jax.augment`). Stops early after `patience` epochs without a better validation loss (training loss when
   there is no validation set). A non-finite loss stops the run with an error before anything is saved.
   """
   mesh = mesh or parallel.make_mesh()
@@ -122,11 +123,17 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
     raise UserError(f'batch_size {cfg.batch_size} is larger than the {len(x_train)} training samples')
   parallel.check_batch_size(cfg.batch_size, mesh)
   loss_fn = losses.make_loss_fn(model_name, model, model_cfg)
+  if cfg.get('augment', False):
+    if image_shape is None:
+      raise UserError(f'{model_name}: augment needs the image shape of the flat rows')
+    train_loss = augment.augmented_loss(loss_fn, image_shape)  # the validation loss stays on clean images
+  else:
+    train_loss = loss_fn
   key = jax.random.key(seed)
   state = parallel.replicate(init_state(model, x_train, make_optimizer(cfg), jax.random.fold_in(key, 0)), mesh)
   x_train_dev = parallel.replicate(x_train, mesh)
   x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(x_val, mesh)
-  train_epoch = make_train_epoch(loss_fn, cfg.batch_size, mesh, scan=epoch_as_scan(model_name))
+  train_epoch = make_train_epoch(train_loss, cfg.batch_size, mesh, scan=epoch_as_scan(model_name))
   evaluate = make_evaluate(loss_fn, len(x_val), mesh) if x_val_dev is not None else None
   val_key = jax.random.fold_in(key, 2)
 
