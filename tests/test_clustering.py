@@ -296,14 +296,15 @@ def test_clustering_resume_after_interruption_matches_uninterrupted(pretrained, 
   np.testing.assert_array_equal(again.labels, full.labels)
 
 
-def test_each_update_interval_trains_on_the_next_batches(pretrained):
+@pytest.mark.parametrize('name', ['dec', 'dec_da'])
+def test_each_update_interval_trains_on_the_next_batches(pretrained, digits, name):
   """The chunk between two target updates starts at its own step: two chunks of 2 steps equal one of 4, and
   differ from replaying the first 2 steps twice (which would leave most of MNIST-70k untrained, as 140 x 256
-  < 70,000)."""
+  < 70,000). DEC-DA's random moves come from the step, so they too repeat exactly across chunks."""
   model, params, x, _ = pretrained
   mesh = parallel.make_mesh()
   cfg = _cluster_cfg(batch_size=64)
-  chunk = dec.make_train_chunk(model, methods.get('dec'), 1.0, 64, 30, mesh)
+  chunk = dec.make_train_chunk(model, methods.get(name), 1.0, 64, 30, mesh, digits.image_shape, seed=0)
   init = clustering.kmeans(train.embed(model, params, x), 10, 0, 2)
   start = {'ae': params, 'centres': jnp.asarray(init[1])}
   q, _ = dec.predict_on_host(model, start, x, methods.student_t(1.0))
@@ -322,3 +323,7 @@ def test_each_update_interval_trains_on_the_next_batches(pretrained):
   (replay, _), _ = chunk(replay, x_dev, p, order, 0, 2)
   np.testing.assert_allclose(two.params['centres'], one.params['centres'], rtol=0, atol=1e-6)
   assert np.abs(np.asarray(replay.params['centres']) - np.asarray(one.params['centres'])).max() > 1e-5
+  if name == 'dec_da':  # the moves are really applied: DEC on the clean batches ends elsewhere
+    clean = dec.make_train_chunk(model, methods.get('dec'), 1.0, 64, 30, mesh)
+    (plain, _), _ = clean((state(), ()), x_dev, p, order, 0, 4)
+    assert np.abs(np.asarray(plain.params['centres']) - np.asarray(one.params['centres'])).max() > 1e-5

@@ -205,7 +205,7 @@ def _fine_tuning_trial(run: SeedRun, method: methods.FineTuner, params) -> tuple
   y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
   cluster_cfg = udl_config.method_cluster_block(run.config.cluster, method.name)
   result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method, cluster_cfg, run.seed,
-                   run.dir / method.name / 'checkpoints', run.mesh, init=init)
+                   run.dir / method.name / 'checkpoints', run.mesh, init=init, image_shape=run.dataset.image_shape)
   results.write_jsonl(run.dir / method.name / 'metrics.jsonl', result.history)
   checkpoint.save_tree(run.dir / method.name / 'params', result.params)
   q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx], dec.assignment(method, cluster_cfg.alpha),

@@ -56,14 +56,16 @@ def cluster_block() -> ml_collections.ConfigDict:
       'kmeans_n_init': 20,
       'checkpoint_every': 5,             # target updates
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
-      'method_kwargs': {'idec': {'gamma': 0.1}, 'dcn': {'weight': 0.05}, 'dkm': {'weight': 1.0, 'annealing': False},
-                        'n2d': {'n_neighbors': 20, 'min_dist': 0.0}},
+      'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcn': {'weight': 0.05},
+                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0}},
       # Per-method values of the keys above. IDEC's reference code trains MNIST with Adam(1e-3): with DEC's
       # SGD(0.01) its KL term, weighted by gamma = 0.1, barely moves the clusters from their k-means start.
       # DCN and DKM: Adam(1e-4), ClustPy's clustering optimiser for both. (DKM's authors fine-tune with Adam
       # 1e-3 after an Adam-pretrained autoencoder; from DEC-keras's SGD-pretrained MNIST autoencoders 1e-3 collapsed
       # every point into one cluster within 30 steps, NMI 0.62 -> 0.00 on mnist_test seed 0; 1e-4 gave 0.645.)
+      # dec_da / idec_da train as dec / idec do.
       'method_overrides': {'idec': {'optimizer': 'adam', 'learning_rate': 1e-3},
+                           'idec_da': {'optimizer': 'adam', 'learning_rate': 1e-3},
                            'dcn': {'optimizer': 'adam', 'learning_rate': 1e-4},
                            'dkm': {'optimizer': 'adam', 'learning_rate': 1e-4}},
   })

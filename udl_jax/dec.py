@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training import train_state
 
-from udl_jax import checkpoint, clustering, log, metrics, parallel, progress
+from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress
 from udl_jax.errors import UserError
 from udl_jax.methods import Batch, FineTuner, student_t
 from udl_jax.train import embed, make_optimizer
@@ -68,9 +68,14 @@ def predict_on_host(model, params, x: np.ndarray, assign, mesh=None,
   return parallel.to_host(q), parallel.to_host(z)
 
 
-def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh):
+def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
+                     image_shape: tuple[int, int, int] | None = None, seed: int = 0):
   """jit(chunk((state, method_state), x, p, order, first_step, num_steps) -> ((state, method_state), mean loss)):
-  the steps between two target updates, as one `lax.scan`."""
+  the steps between two target updates, as one `lax.scan`. A method that augments moves each batch as
+  `image_shape` images, with a key made from `seed` and the step (a resumed run draws the same moves)."""
+  if method.augment and image_shape is None:
+    raise UserError(f'{method.name} augments its batches: it needs the image shape of the rows')
+  augment_key = jax.random.fold_in(jax.random.key(seed), 3)
   assign = assignment(method, alpha)
   encode = lambda ae, x: model.apply(ae, x, method=model.encode)
 
@@ -92,7 +97,11 @@ def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
     def step(carry, s):
       state, method_state = carry
       idx = order[(s * batch_size + jnp.arange(batch_size)) % n]
-      batch = parallel.shard_batch(x[idx], mesh)
+      rows = x[idx]
+      if method.augment:
+        moved = augment.random_affine(jax.random.fold_in(augment_key, s), rows.reshape(-1, *image_shape))
+        rows = moved.reshape(rows.shape)
+      batch = parallel.shard_batch(rows, mesh)
       loss, grads = grad_fn(state.params, batch, parallel.shard_batch(p[idx], mesh), method_state, idx,
                             s // update_interval)
       state = state.apply_gradients(grads=grads)
@@ -110,7 +119,8 @@ def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
 
 def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, method: FineTuner, cfg,
         seed: int, ckpt_dir: str | Path | None = None, mesh=None,
-        init: tuple[np.ndarray, np.ndarray] | None = None) -> ClusteringResult:
+        init: tuple[np.ndarray, np.ndarray] | None = None,
+        image_shape: tuple[int, int, int] | None = None) -> ClusteringResult:
   """Clusters model-ready data `x` with `method`, starting from the autoencoder `ae_params`.
 
   `cfg` is the method's resolved `cluster` block (`config.method_cluster_block`: alpha, batch_size, optimizer,
@@ -136,7 +146,8 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   params = jax.tree.map(jnp.array, {'ae': ae_params, 'centres': init_centres})
   state = parallel.replicate(train_state.TrainState.create(apply_fn=None, params=params, tx=tx), mesh)
   order = jnp.asarray(np.random.default_rng(seed).permutation(len(x)))
-  train_chunk = make_train_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh)
+  train_chunk = make_train_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh,
+                                 image_shape, seed)
 
   # Labels as a numpy array: host-replicated, which a checkpoint of a multi-process run can hold. The method's
   # state only when it has one (checkpoints of stateless methods keep their old layout).

@@ -44,7 +44,8 @@ class FineTuner:
   `cluster.alpha`); the labels are argmax q. target(q_all) -> p_all, recomputed on the full data every
   update_interval steps (None: the method needs no target). A method with state between steps gives
   `init_state(labels, centres) -> state` and `update(state, centres, z, idx) -> (state, centres)`, run after
-  every optimiser step on the batch's new embedding; the state is checkpointed with the rest.
+  every optimiser step on the batch's new embedding; the state is checkpointed with the rest. `augment`: each
+  batch is randomly shifted and rotated (`udl_jax.augment`) before the loss, while P comes from the clean data.
   """
   name: str
   loss: Callable[[Batch], jax.Array]
@@ -53,6 +54,7 @@ class FineTuner:
   needs_decoder: bool = False
   init_state: Callable[[np.ndarray, np.ndarray], Any] = lambda labels, centres: ()
   update: Callable | None = None
+  augment: bool = False  # the loss sees randomly moved copies of each batch (DEC-DA); targets stay the clean ones
 
 
 @dataclasses.dataclass(frozen=True)
