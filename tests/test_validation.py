@@ -88,12 +88,22 @@ def finished_dec(tmp_path_factory):
   return workdir
 
 
-def test_assign_uses_the_methods_own_alpha(finished_dec, tmp_path):
+@pytest.mark.parametrize('where', ['methods.json', 'config.json'])
+def test_assign_uses_the_methods_own_alpha(finished_dec, tmp_path, where):
+  """The alpha the trial was made with (seed_S/methods.json) wins over config.json, which holds the last
+  command's settings; a seed recorded before methods.json existed falls back to config.json's override."""
   workdir = tmp_path / 'run'
   shutil.copytree(finished_dec, workdir)
-  saved = json.loads((workdir / 'config.json').read_text())
-  saved['cluster']['method_overrides']['dec'] = {'alpha': 5.0}
-  (workdir / 'config.json').write_text(json.dumps(saved))
+  if where == 'methods.json':
+    recorded = json.loads((workdir / 'seed_0' / 'methods.json').read_text())
+    assert recorded['dec']['alpha'] == 1.0
+    recorded['dec']['alpha'] = 5.0  # as if made with alpha 5, while config.json says 1
+    (workdir / 'seed_0' / 'methods.json').write_text(json.dumps(recorded))
+  else:
+    (workdir / 'seed_0' / 'methods.json').unlink()
+    saved = json.loads((workdir / 'config.json').read_text())
+    saved['cluster']['method_overrides']['dec'] = {'alpha': 5.0}
+    (workdir / 'config.json').write_text(json.dumps(saved))
   dataset, labels, confidence = assign.assign(workdir, 'digits', 'dec', 0)
   config, params, centres = assign.load_run(workdir, 'dec', 0)
   model = models.from_config(config, dataset.image_shape)

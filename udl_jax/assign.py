@@ -18,17 +18,19 @@ from udl_jax import checkpoint, config as udl_config, data, dec, methods, models
 from udl_jax.errors import UserError
 
 
-def _method(config, method: str) -> methods.Method:
-  return methods.get(method, **udl_config.method_kwargs(config.cluster, method))
+def _method(config, method: str, settings: dict | None = None) -> methods.Method:
+  kwargs = settings['hyperparameters'] if settings else udl_config.method_kwargs(config.cluster, method)
+  return methods.get(method, **kwargs)
 
 
-def assignment_of(config, method: str):
+def assignment_of(config, method: str, settings: dict | None = None):
   """`assign(z, centres, interval)` of a finished run's method (AE+KMeans or a fine-tuner; `check_method` has
-  refused the others), with the method's own alpha (cluster.method_overrides), not the default."""
-  alpha = udl_config.method_cluster_block(config.cluster, method).alpha
+  refused the others), with the method's own alpha and hyperparameters: those its trial was made with
+  (`settings`, from seed_S/methods.json), else config.json's (cluster.method_overrides), not the defaults."""
+  alpha = settings['alpha'] if settings else udl_config.method_cluster_block(config.cluster, method).alpha
   if method == 'ae_kmeans':
     return methods.student_t(alpha)
-  return dec.assignment(_method(config, method), alpha)
+  return dec.assignment(_method(config, method, settings), alpha)
 
 
 def _can_assign(config, method: str) -> bool:
@@ -103,8 +105,10 @@ def assign(run_dir: str | Path, spec: str, method: str = 'dec', seed: int = 0, l
   if dataset.image_shape != trained_shape:
     raise UserError(f'{spec}: images are {dataset.image_shape} but the model was trained on {trained_shape}')
   model = models.from_config(config, trained_shape)
+  # config.json holds the last command's settings; methods.json those this seed's trial was made with.
+  settings = records.read_method_settings(run_dir / f'seed_{seed}').get(method)
   q, _ = dec.predict_on_host(model, {'ae': params, 'centres': centres},
-                             models.model_input(config.model.name, dataset.x), assignment_of(config, method))
+                             models.model_input(config.model.name, dataset.x), assignment_of(config, method, settings))
   return dataset, q.argmax(1).astype(np.int32), q.max(1)
 
 
