@@ -12,7 +12,7 @@ from udl_jax import log, progress
 def clock(monkeypatch):
   now = [1000.0]
   monkeypatch.setattr(progress.time, 'monotonic', lambda: now[0])
-  monkeypatch.setattr(log, '_is_tty', lambda: False)
+  monkeypatch.setattr(log, 'is_terminal', lambda: False)
   yield now
   progress.end_run()
 

@@ -128,13 +128,17 @@ class SeedRun:
     found, labels, centres = parallel.computed_on_main(read_cache, (np.asarray(False), *like))
     if found:
       return labels, centres
-    z = self.fit_embedding()
-    with progress.phase(f'k-means on the embedding ({z.shape[0]} x {z.shape[1]}, '
-                        f'{self.config.cluster.kmeans_n_init} inits)'):
-      labels, centres = parallel.computed_on_main(
-          lambda: clustering.kmeans(z, self.n_clusters, self.seed, self.config.cluster.kmeans_n_init), like)
+    labels, centres = self.kmeans(self.fit_embedding(), 'the embedding')
     results.write_npz(path, labels=labels, centres=centres)
     return labels, centres
+
+  def kmeans(self, x: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centres) of k-means (the config's n_init) on the fit rows `x`, computed on process 0 and
+    broadcast; the status line names it while it runs (minutes on 70k images, with no step to count)."""
+    n_init = self.config.cluster.kmeans_n_init
+    like = (np.zeros(len(x), np.int32), np.zeros((self.n_clusters, x.shape[1]), np.float32))
+    with progress.phase(f'k-means on {what} ({x.shape[0]} x {x.shape[1]}, {n_init} inits)'):
+      return parallel.computed_on_main(lambda: clustering.kmeans(x, self.n_clusters, self.seed, n_init), like)
 
   def score(self, eval_labels: np.ndarray) -> dict:
     y = self.dataset.y
@@ -150,12 +154,7 @@ def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray |
   confidence = None
   if method == 'kmeans':
     flat = run.dataset.flat
-    like = (np.zeros(len(run.fit_idx), np.int32), np.zeros((run.n_clusters, flat.shape[1]), np.float32))
-    with progress.phase(f'k-means on raw pixels ({len(run.fit_idx)} x {flat.shape[1]}, '
-                        f'{config.cluster.kmeans_n_init} inits)'):
-      labels, centres = parallel.computed_on_main(
-          lambda: clustering.kmeans(flat[run.fit_idx], run.n_clusters, run.seed, config.cluster.kmeans_n_init),
-          like)
+    labels, centres = run.kmeans(flat[run.fit_idx], 'raw pixels')
     eval_labels = nearest_centre(flat[run.eval_idx], centres) if holdout else labels
   elif method == 'ae_kmeans':
     params, row['pretrain_seconds'] = run.autoencoder()
@@ -227,6 +226,10 @@ def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tup
   return _soft(labels, q, run.n_clusters), {}
 
 
+def _trial_keys(rows) -> set[tuple[int, str]]:
+  return {(r['seed'], r['method']) for r in rows}
+
+
 def requested_seeds(config) -> list[int]:
   return list(range(config.first_seed, config.first_seed + config.seeds))
 
@@ -237,7 +240,7 @@ def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict]
   method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   results.write_trials(workdir / 'trials.csv', rows)
   rows = [r for r in rows if r['seed'] in seeds and r['method'] in method_names]
-  missing = len(seeds) * len(method_names) - len({(r['seed'], r['method']) for r in rows})
+  missing = len(seeds) * len(method_names) - len(_trial_keys(rows))
   summary = results.summarize(rows, method_names)
   payload = {'dataset': config.dataset, 'protocol': config.protocol, 'n_samples': len(dataset),
              'seeds': seeds, 'complete': missing == 0, 'missing_trials': missing, 'methods': summary,
@@ -368,7 +371,7 @@ def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]]) -> float 
 def plan(config, workdir: str | Path) -> str:
   """What `run` would do in `workdir`: the trials still to run and those already finished (`--print_config`)."""
   workdir = Path(workdir)
-  finished = {(r['seed'], r['method']) for r in records.read_all(workdir)} if workdir.exists() else set()
+  finished = _trial_keys(records.read_all(workdir)) if workdir.exists() else set()
   method_names = udl_config.method_list(config)
   lines = [f'planned trials in {workdir} (dataset {config.dataset}, protocol {config.protocol}):']
   for seed in requested_seeds(config):
@@ -400,7 +403,7 @@ def _claim_seed(workdir: Path, seed: int, wait: bool) -> contextlib.ExitStack | 
 
 def _finished(workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str]]:
   """The (seed, method) trials of `wanted` finished in the workdir, by this process or any other."""
-  return {(r['seed'], r['method']) for r in records.read_all(workdir)} & wanted
+  return _trial_keys(records.read_all(workdir)) & wanted
 
 
 def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], wanted: set,
@@ -457,7 +460,7 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   finished = _prepare_workdir(config, workdir, dataset)
   method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   wanted = {(s, m) for s in seeds for m in method_names}
-  done = len({(r['seed'], r['method']) for r in finished} & wanted)
+  done = len(_trial_keys(finished) & wanted)
   timed = list(finished)  # trials whose times estimate the rest of the run
   t_start = time.perf_counter()
   log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done (per-step lines: '

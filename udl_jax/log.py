@@ -18,7 +18,7 @@ _status = {'text': '', 'shown': False, 'last_plain': 0.0}
 PLAIN_STATUS_EVERY = 60.0  # seconds between status lines when stderr is not a terminal
 
 
-def _is_tty() -> bool:
+def is_terminal() -> bool:
   return sys.stderr.isatty()
 
 
@@ -58,7 +58,7 @@ def _clear() -> None:
 
 
 def _draw() -> None:
-  if _status['text'] and _is_tty() and logger.isEnabledFor(logging.INFO):
+  if _status['text'] and is_terminal() and logger.isEnabledFor(logging.INFO):
     width = shutil.get_terminal_size((120, 24)).columns - 1
     sys.stderr.write(_status['text'][:width])
     sys.stderr.flush()
@@ -70,7 +70,7 @@ def status(text: str) -> None:
   with _lock:
     _clear()
     _status['text'] = text
-    if _is_tty():
+    if is_terminal():
       _draw()
     elif text and time.monotonic() - _status['last_plain'] >= PLAIN_STATUS_EVERY \
         and logger.isEnabledFor(logging.INFO):

@@ -33,7 +33,7 @@ def start_run(total_trials: int, done_trials: int) -> None:
   global _run, _ticker
   _run = {'total': total_trials, 'done': done_trials, 'label': '', 'rest': None}
   _lengths.clear()
-  if _ticker is None and log._is_tty():  # keeps elapsed times moving through phases without steps (k-means)
+  if _ticker is None and log.is_terminal():  # keeps elapsed times moving through phases without steps (k-means)
     _ticker = threading.Thread(target=_tick, daemon=True)
     _ticker.start()
   _render()
