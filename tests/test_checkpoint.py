@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import shutil
 import sys
+import types
 
 import flax.linen as nn
 import jax
@@ -29,6 +30,20 @@ def no_unraisable(monkeypatch):
   gc.collect()
   # Only orbax's abandoned reads: other tests' event loops, closed in orbax's threads, may report at any time.
   assert [u for u in seen if '_read_array_index' in repr(u.object)] == []
+
+
+def test_the_abandoned_read_filter_drops_only_orbaxs_closed_reads(no_unraisable):
+  """The filter stays installed after the read (orbax's threads free the coroutines late) and drops nothing else."""
+  def report(cause):
+    try:
+      raise Exception('Encountered error while reading array index: (slice(0, 64, 1),).') from cause
+    except Exception as e:  # noqa: BLE001
+      return types.SimpleNamespace(exc_value=e, object=None)
+  with checkpoint._quiet_abandoned_reads():
+    pass
+  sys.unraisablehook(report(GeneratorExit()))
+  sys.unraisablehook(report(ValueError('disk')))
+  assert [str(u.exc_value.__cause__) for u in no_unraisable] == ['disk']
 
 
 def _state(offset: float) -> train_state.TrainState:

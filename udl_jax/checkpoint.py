@@ -67,25 +67,40 @@ def _reason(e: BaseException) -> str:
   return f'{type(e).__name__}: {first[:300]}' if first else type(e).__name__
 
 
-@contextlib.contextmanager
-def _quiet_abandoned_reads():
-  """Drops orbax's 60-line 'Exception ignored in: <coroutine ...>' reports after a failed read.
+def _is_abandoned_read(report) -> bool:
+  """Orbax 0.12's report for a read coroutine closed after a sibling read failed."""
+  return (isinstance(getattr(report.exc_value, '__cause__', None), GeneratorExit)
+          and 'reading array index' in str(report.exc_value))
+
+
+def _drop_abandoned_read_reports() -> None:
+  """From now on, drops orbax's 60-line 'Exception ignored in: <coroutine ...>' reports of abandoned reads.
 
   Orbax 0.12 (serialization._read_array_index_and_device_put) turns the GeneratorExit that closes its other,
   abandoned read coroutines into an Exception; Python can only print those. The real error is raised anyway.
+  The filter stays installed (it drops nothing else): orbax's threads may free those coroutines at any later
+  time, so a filter removed after the failed read would miss some of them.
   """
   hook = sys.unraisablehook
+  if getattr(hook, 'drops_abandoned_reads', False):
+    return
 
-  def quiet(u):
-    if not isinstance(getattr(u.exc_value, '__cause__', None), GeneratorExit):
-      hook(u)
+  def quiet(report):
+    if not _is_abandoned_read(report):
+      hook(report)
 
+  quiet.drops_abandoned_reads = True
   sys.unraisablehook = quiet
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """Installs the filter above around a read, and collects the coroutines a failed read abandoned."""
+  _drop_abandoned_read_reports()
   try:
     yield
   finally:
-    gc.collect()  # the abandoned coroutines are closed when collected: do it while the filter is on
-    sys.unraisablehook = hook
+    gc.collect()  # the abandoned coroutines are closed when collected: as soon as possible
 
 
 def _move_aside(step_dir: Path) -> Path:
