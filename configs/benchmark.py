@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dtype = 'float32'          # or 'bfloat16': mixed precision (float32 params and optimiser state)
   c.distributed = False        # multi-host: call jax.distributed.initialize() first
   c.tensorboard = False        # also write TensorBoard scalars of every phase (pip install -e ".[tensorboard]")
+  c.seed_batch = 0             # seeds trained as one program (vmap); 0: all of a process's seeds on a GPU/TPU, 1 on a CPU
   c.keep_checkpoints = 'none'  # after a phase finished: 'keep' (orbax's last two steps), 'last' step, or 'none'
   c.model = udl_config.model_block('ae')
   c.pretrain = udl_config.train_block()

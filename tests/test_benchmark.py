@@ -216,10 +216,30 @@ def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):
   assert records.stale_methods(workdir, 0, ['kmeans', 'dec', 'idec'], now) == ['idec']
 
 
+def test_seed_batched_run_gives_the_trials_of_seed_by_seed(bench, tmp_path):
+  """Both seeds pretrain and fine-tune as one program: the same trials, to float rounding (test_seed_batch.py)."""
+  config, workdir, _ = bench
+  batched = config.copy_and_resolve_references()
+  batched.seed_batch = 2
+  benchmark.run(batched, tmp_path)
+  key = lambda r: (r['seed'], r['method'])
+  alone, together = sorted(_trials(workdir), key=key), sorted(_trials(tmp_path), key=key)
+  assert [key(r) for r in alone] == [key(r) for r in together]
+  for a, b in zip(alone, together):
+    np.testing.assert_allclose([float(a[k]) for k in results.METRICS], [float(b[k]) for k in results.METRICS],
+                               rtol=0, atol=1e-3)
+    assert a['iterations'] == b['iterations']
+  for seed in (0, 1):  # per-seed records, as without batching
+    assert all((tmp_path / f'seed_{seed}' / phase / 'params').is_dir() for phase in ('ae', 'dec', 'idec'))
+  # Re-running resumes: nothing left to do.
+  assert benchmark.run(batched, tmp_path)['methods'] == json.loads((tmp_path / 'summary.json').read_text())['methods']
+
+
 def test_holdout_scores_only_held_out_images(tmp_path):
-  config = _small_config(seeds=1, protocol='holdout', methods='kmeans,ae_kmeans,dec')
+  """Two seeds as one batch (seed_batch=2): each clusters its own fit split."""
+  config = _small_config(seeds=2, seed_batch=2, protocol='holdout', methods='kmeans,ae_kmeans,dec')
   payload = benchmark.run(config, tmp_path)
-  rows = _trials(tmp_path)
+  rows = [r for r in _trials(tmp_path) if r['seed'] == '0']
   assert [r['method'] for r in rows] == ['kmeans', 'ae_kmeans', 'dec']
   assert all(r['protocol'] == 'holdout' for r in rows)
   fit_idx, eval_idx = train.split_train_val(N_DIGITS, 0.3, 0)
@@ -231,7 +251,10 @@ def test_holdout_scores_only_held_out_images(tmp_path):
   assert np.load(tmp_path / 'seed_0' / 'dec_labels.npz')['confidence'].shape == (539,)
   # The autoencoder's k-means (the start of DEC) saw only the fit split.
   assert np.load(tmp_path / 'seed_0' / 'ae_kmeans.npz')['labels'].shape == (len(fit_idx),)
-  assert payload['protocol'] == 'holdout' and payload['methods']['dec']['nmi']['n'] == 1
+  assert payload['protocol'] == 'holdout' and payload['methods']['dec']['nmi']['n'] == 2
+  other_fit, _ = train.split_train_val(N_DIGITS, 0.3, 1)
+  assert np.load(tmp_path / 'seed_1' / 'ae_kmeans.npz')['labels'].shape == (len(other_fit),)
+  assert not np.array_equal(np.load(tmp_path / 'seed_1' / 'dec_labels.npz')['index'], eval_idx)
 
 
 # ------------------------------------------------------------------------------------------- the launcher

@@ -78,18 +78,21 @@ class SeedRun:
     if self._ae is None:
       self._ae = self._finished_autoencoder()
     if self._ae is None:
-      cfg = self.config.pretrain
-      x_fit = self.x[self.fit_idx]
-      tr, va = train.split_train_val(len(x_fit), cfg.val_fraction, self.seed)
-      state, history = train.fit(self.config.model.name, self.model, self.config.model, cfg, x_fit[tr],
-                                 x_fit[va] if len(va) else None, self.seed, self.dir / 'ae' / 'checkpoints',
-                                 self.mesh, image_shape=self.dataset.image_shape)
-      params = jax.device_get(state.params)
-      checkpoint.save_tree(self.dir / 'ae' / 'params', params)
-      results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)  # last: it marks pretraining finished
-      prune_checkpoints(self.dir / 'ae' / 'checkpoints', self.config.get('keep_checkpoints', 'keep'))
-      self._ae = params, float(sum(h['seconds'] for h in history))
+      pretrain([self])
     return self._ae
+
+  def needs_pretraining(self) -> bool:
+    if self._ae is None:
+      self._ae = self._finished_autoencoder()
+    return self._ae is None
+
+  def _pretrained(self, state, history: list[dict]) -> None:
+    """Saves a finished pretraining: params, then metrics.jsonl (written last: it marks it finished)."""
+    params = jax.device_get(state.params)
+    checkpoint.save_tree(self.dir / 'ae' / 'params', params)
+    results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)
+    prune_checkpoints(self.dir / 'ae' / 'checkpoints', self.config.get('keep_checkpoints', 'keep'))
+    self._ae = params, float(sum(h['seconds'] for h in history))
 
   def _saved_kmeans(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
@@ -145,38 +148,75 @@ class SeedRun:
     return metrics.evaluate(None if y is None else y[self.eval_idx], eval_labels)
 
 
+def pretrain(runs: list[SeedRun]) -> None:
+  """Pretrains the autoencoders of `runs` (seeds of one config) together, as one seed batch (`train.fit_seeds`):
+  each seed with its own training/validation split of its fit rows, checkpoints and result."""
+  first, cfg = runs[0], runs[0].config.pretrain
+  splits = []
+  for run in runs:
+    tr, va = train.split_train_val(len(run.fit_idx), cfg.val_fraction, run.seed)
+    splits.append((run.fit_idx[tr], run.fit_idx[va]))
+  trained = train.fit_seeds(first.config.model.name, first.model, first.config.model, cfg, first.x, splits,
+                            [run.seed for run in runs], [run.dir / 'ae' / 'checkpoints' for run in runs],
+                            first.mesh, image_shape=first.dataset.image_shape)
+  for run, (state, history) in zip(runs, trained):
+    run._pretrained(state, history)
+
+
 def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
   """(trial row, labels of the evaluation set, confidence or None) of one method on one seed."""
-  config, holdout = run.config, run.config.protocol == 'holdout'
+  return run_trials([run], method)[0]
+
+
+def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
+  """`run_trial` of one method on several seeds: a fine-tuning method trains them as one seed batch, the
+  other kinds (k-means, clusterers of the embedding, methods with their own training) go seed by seed."""
+  config = runs[0].config
+  if method in methods.BASELINES:
+    outcomes = [_baseline_trial(run, method) for run in runs]
+  else:
+    pretrained = [run.autoencoder() for run in runs]
+    method_obj = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
+    if isinstance(method_obj, methods.FineTuner):
+      outcomes = _fine_tuning_trials(runs, method_obj, [params for params, _ in pretrained])
+    else:
+      kind = {methods.EmbeddingClusterer: _embedding_trial, methods.OwnTrainer: _own_training_trial}[type(method_obj)]
+      outcomes = [_timed(kind, run, method_obj, params) for run, (params, _) in zip(runs, pretrained)]
+    outcomes = [(q.argmax(1).astype(np.int32), q.max(1), {'pretrain_seconds': seconds, **extra})
+                for (q, extra), (_, seconds) in zip(outcomes, pretrained)]
+  trials = []
+  for run, (eval_labels, confidence, extra) in zip(runs, outcomes):
+    row = {'seed': run.seed, 'method': method, 'protocol': config.protocol, 'pretrain_seconds': None,
+           'iterations': None, **extra}
+    row.update(run.score(eval_labels))
+    results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
+                      **({} if confidence is None else {'confidence': confidence}))
+    trials.append((row, eval_labels, confidence))
+  return trials
+
+
+def _timed(kind, run: SeedRun, method, params) -> tuple[np.ndarray, dict]:
   t0 = time.perf_counter()
-  row = {'seed': run.seed, 'method': method, 'protocol': config.protocol, 'pretrain_seconds': None,
-         'iterations': None}
-  confidence = None
+  q, extra = kind(run, method, params)
+  return q, {'seconds': time.perf_counter() - t0, **extra}
+
+
+def _baseline_trial(run: SeedRun, method: str) -> tuple[np.ndarray, None, dict]:
+  """(evaluation labels, None, row fields) of raw-pixel KMeans or AE+KMeans (whose time leaves out pretraining)."""
+  holdout = run.config.protocol == 'holdout'
+  extra = {}
   if method == 'kmeans':
+    t0 = time.perf_counter()
     flat = run.dataset.flat
     labels, centres = run.kmeans(flat[run.fit_idx], 'raw pixels')
     eval_labels = nearest_centre(flat[run.eval_idx], centres) if holdout else labels
-  elif method == 'ae_kmeans':
-    params, row['pretrain_seconds'] = run.autoencoder()
+  else:
+    params, extra['pretrain_seconds'] = run.autoencoder()
     t0 = time.perf_counter()
     labels, centres = run.ae_kmeans()
     eval_labels = nearest_centre(train.embed(run.model, params, run.x[run.eval_idx], run.mesh), centres) \
         if holdout else labels
-  else:
-    params, row['pretrain_seconds'] = run.autoencoder()
-    method_obj = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
-    kind = {methods.EmbeddingClusterer: _embedding_trial, methods.FineTuner: _fine_tuning_trial,
-            methods.OwnTrainer: _own_training_trial}[type(method_obj)]
-    t0 = time.perf_counter()
-    q, extra = kind(run, method_obj, params)
-    row.update(extra)
-    eval_labels = q.argmax(1).astype(np.int32)
-    confidence = q.max(1)
-  row.setdefault('seconds', time.perf_counter() - t0)
-  row.update(run.score(eval_labels))
-  results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
-                    **({} if confidence is None else {'confidence': confidence}))
-  return row, eval_labels, confidence
+  return eval_labels, None, {**extra, 'seconds': time.perf_counter() - t0}
 
 
 def _soft(labels: np.ndarray, q: np.ndarray | None, n_clusters: int) -> np.ndarray:
@@ -198,20 +238,27 @@ def _embedding_trial(run: SeedRun, method: methods.EmbeddingClusterer, params) -
   return q, {}
 
 
-def _fine_tuning_trial(run: SeedRun, method: methods.FineTuner, params) -> tuple[np.ndarray, dict]:
-  """The shared clustering loop from the seed's k-means start; saves the method's model for `assign`."""
-  init = run.ae_kmeans()
-  y_fit = None if run.dataset.y is None else run.dataset.y[run.fit_idx]
-  cluster_cfg = udl_config.method_cluster_block(run.config.cluster, method.name)
-  result = dec.run(run.model, params, run.x[run.fit_idx], y_fit, run.n_clusters, method, cluster_cfg, run.seed,
-                   run.dir / method.name / 'checkpoints', run.mesh, init=init, image_shape=run.dataset.image_shape)
-  results.write_jsonl(run.dir / method.name / 'metrics.jsonl', result.history)
-  checkpoint.save_tree(run.dir / method.name / 'params', result.params)
-  q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx], dec.assignment(method, cluster_cfg.alpha),
-                          run.mesh)[0] if run.config.protocol == 'holdout' else result.q
-  # Compute time of the whole clustering phase, also when this process resumed it half-way.
-  seconds = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
-  return q, {'iterations': result.iterations, 'seconds': seconds}
+def _fine_tuning_trials(runs: list[SeedRun], method: methods.FineTuner, params: list) -> list[tuple[np.ndarray, dict]]:
+  """The shared clustering loop from each seed's k-means start, the seeds as one batch (`dec.run_seeds`); saves
+  each seed's model for `assign`."""
+  first = runs[0]
+  inits = [run.ae_kmeans() for run in runs]
+  cluster_cfg = udl_config.method_cluster_block(first.config.cluster, method.name)
+  clustered = dec.run_seeds(first.model, params, first.x, [run.fit_idx for run in runs], first.dataset.y,
+                            first.n_clusters, method, cluster_cfg, [run.seed for run in runs],
+                            [run.dir / method.name / 'checkpoints' for run in runs], first.mesh, inits=inits,
+                            image_shape=first.dataset.image_shape)
+  outcomes = []
+  for run, result in zip(runs, clustered):
+    results.write_jsonl(run.dir / method.name / 'metrics.jsonl', result.history)
+    checkpoint.save_tree(run.dir / method.name / 'params', result.params)
+    q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx],
+                            dec.assignment(method, cluster_cfg.alpha), run.mesh)[0] \
+        if run.config.protocol == 'holdout' else result.q
+    # Compute time of the whole clustering phase (the seed's share of a batch's), also when resumed half-way.
+    seconds = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
+    outcomes.append((q, {'iterations': result.iterations, 'seconds': seconds}))
+  return outcomes
 
 
 def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tuple[np.ndarray, dict]:
@@ -306,7 +353,7 @@ def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> N
 # settings of the methods (their trials are redone). k-means' n_init decides AE+KMeans and every method's start.
 def _may_change(config) -> tuple[str, ...]:
   cluster = tuple(f'cluster.{k}' for k in config.cluster if k != 'kmeans_n_init')
-  return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every', 'keep_checkpoints',
+  return records.SELECTION_KEYS + ('distributed', 'pretrain.checkpoint_every', 'keep_checkpoints', 'seed_batch',
                                    'tensorboard', 'download') + cluster
 
 
@@ -406,34 +453,59 @@ def _finished(workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str
   return _trial_keys(records.read_all(workdir)) & wanted
 
 
-def _run_seed(config, dataset, workdir: Path, mesh, seed: int, method_names: list[str], wanted: set,
-              timed: list[dict], later_seeds: list[int], processes: int) -> None:
-  """The requested trials of one seed that are not finished (its lock held). `timed` (finished rows, appended
-  to) and the unfinished trials of `later_seeds` (shared by `processes`) estimate the run's ETA; the trial count
-  shown includes what other processes sharing the workdir finished."""
+def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_names: list[str], wanted: set,
+               timed: list[dict], later_seeds: list[int], processes: int) -> None:
+  """The requested trials of the seeds of `group` (their locks held) that are not finished, the seeds as one
+  batch where a method allows it (pretraining, fine-tuning methods). `timed` (finished rows, appended to) and
+  the unfinished trials of `later_seeds` (shared by `processes`) estimate the run's ETA; the trial count shown
+  includes what other processes sharing the workdir finished."""
   main = parallel.is_main_process()
-  if main:
-    records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
-  todo = _methods_to_run(config, workdir, seed, method_names)
+  todo = {}
+  for seed in group:
+    if main:
+      records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
+    todo[seed] = _methods_to_run(config, workdir, seed, method_names)
   finished = _finished(workdir, wanted)
   later = [(s, m) for s in later_seeds for m in method_names if (s, m) not in finished]
   progress.trials_done(len(finished))
-  seed_run = SeedRun(config, dataset, seed, workdir, mesh)
-  for i, method in enumerate(todo):
-    rest = _time_estimate(timed, [(seed, m) for m in todo[i + 1:]]), _time_estimate(timed, later)
-    progress.set_trial(f'seed {seed} {method}', None if None in rest else rest[0] + rest[1] / processes)
-    row, _, _ = run_trial(seed_run, method)
-    settings = None if method in methods.BASELINES else udl_config.method_settings(config.cluster.to_dict(), method)
-    if main:
-      records.add_trial(workdir, row, settings)
-    prune_checkpoints(seed_run.dir / method / 'checkpoints', config.get('keep_checkpoints', 'keep'))
-    timed.append(row)
-    done = len(_finished(workdir, wanted) | {(seed, method)})
-    progress.trials_done(done)
-    scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
-    log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), seed, method, scores, row['seconds'])
-  if main and todo:
+  runs = {seed: SeedRun(config, dataset, seed, workdir, mesh) for seed in group}
+  untrained = [runs[s] for s in group if set(todo[s]) - {'kmeans'} and runs[s].needs_pretraining()]
+  if len(untrained) > 1:
+    progress.set_trial(f"seeds {', '.join(str(r.seed) for r in untrained)} pretraining", None)
+    pretrain(untrained)
+  for method in method_names:
+    batch = [runs[s] for s in group if method in todo[s]]
+    if not batch:
+      continue
+    after = method_names[method_names.index(method) + 1:]
+    remaining = [(r.seed, method) for r in batch[1:]] + [(s, m) for s in group for m in todo[s] if m in after]
+    rest = _time_estimate(timed, remaining), _time_estimate(timed, later)
+    progress.set_trial(f"seed{'s' if len(batch) > 1 else ''} {', '.join(str(r.seed) for r in batch)} {method}",
+                       None if None in rest else rest[0] + rest[1] / processes)
+    for run, (row, _, _) in zip(batch, run_trials(batch, method)):
+      settings = None if method in methods.BASELINES else udl_config.method_settings(config.cluster.to_dict(), method)
+      if main:
+        records.add_trial(workdir, row, settings)
+      prune_checkpoints(run.dir / method / 'checkpoints', config.get('keep_checkpoints', 'keep'))
+      timed.append(row)
+      done = len(_finished(workdir, wanted) | {(run.seed, method)})
+      progress.trials_done(done)
+      scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+      log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), run.seed, method, scores, row['seconds'])
+  if main and any(todo.values()):
     records.write_union(workdir)
+
+
+def seed_batch_size(config, processes: int) -> int:
+  """How many seeds train as one program: `seed_batch`, or when 0 (auto) every seed of this process on an
+  accelerator, and 1 on a CPU (measured no faster batched: benchmarks/README.md). Convolutions on the CPU
+  train seed by seed (no scan)."""
+  size = config.get('seed_batch', 0) or (1 if jax.default_backend() == 'cpu' else -(-config.seeds // processes))
+  if size > 1 and not train.epoch_as_scan(config.model.name):
+    log.info('seed_batch %d: %s on the CPU trains seed by seed (no scan); running one seed at a time', size,
+             config.model.name)
+    return 1
+  return size
 
 
 def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = True) -> dict | None:
@@ -468,18 +540,22 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
            len(wanted), workdir / 'log.txt')
   progress.start_run(len(wanted), done)
   try:
-    pending, wait = seeds, False
+    pending, wait, batch_size = seeds, False, seed_batch_size(config, processes)
     while pending:  # first pass: the seeds no other process is working on; then wait for the rest
-      busy = []
-      for seed in pending:
-        held = _claim_seed(workdir, seed, wait)
-        if held is None:
+      busy, group, held = [], [], contextlib.ExitStack()
+      for i, seed in enumerate(pending):
+        lock = _claim_seed(workdir, seed, wait)
+        if lock is None:
           log.info('seed %d: another process is working on it; coming back to it at the end', seed)
           busy.append(seed)
-          continue
-        with held:
-          _run_seed(config, dataset, workdir, mesh, seed, method_names, wanted, timed,
-                    [s for s in pending if s > seed], processes)
+        else:
+          held.enter_context(lock)
+          group.append(seed)
+        if group and (len(group) == batch_size or i == len(pending) - 1):
+          with held:
+            _run_group(config, dataset, workdir, mesh, group, method_names, wanted, timed,
+                       [s for s in pending[i + 1:]], processes)
+          group, held = [], contextlib.ExitStack()
       pending, wait = busy, True
   finally:
     progress.end_run()

@@ -182,6 +182,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if 'seeds' in config:
     _check(config.seeds >= 1, f'seeds must be >= 1, got {config.seeds}')
     _check(config.first_seed >= 0, f'first_seed must be >= 0, got {config.first_seed}')
+  if 'seed_batch' in config:
+    _check(config.seed_batch >= 0, f'seed_batch must be >= 0 (0: automatic), got {config.seed_batch}')
   if 'n_clusters' in config:
     _check(config.n_clusters == 0 or config.n_clusters >= 2,
            f'n_clusters must be >= 2 (or 0: the number of classes of the dataset), got {config.n_clusters}')

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training import train_state
 
-from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress
+from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress, seed_batch
 from udl_jax.errors import UserError
 from udl_jax.methods import Batch, FineTuner, student_t
 from udl_jax.train import embed, make_optimizer
@@ -68,14 +68,13 @@ def predict_on_host(model, params, x: np.ndarray, assign, mesh=None,
   return parallel.to_host(q), parallel.to_host(z)
 
 
-def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
-                     image_shape: tuple[int, int, int] | None = None, seed: int = 0):
-  """jit(chunk((state, method_state), x, p, order, first_step, num_steps) -> ((state, method_state), mean loss)):
-  the steps between two target updates, as one `lax.scan`. A method that augments moves each batch as
-  `image_shape` images, with a key made from `seed` and the step (a resumed run draws the same moves)."""
+def _chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
+           image_shape: tuple[int, int, int] | None):
+  """chunk(carry, x, rows, p, order, augment_key, first_step, num_steps) -> (carry, mean loss), unjitted.
+
+  `order` is a permutation of the n rows being clustered; `rows` their indices in x (x itself when None)."""
   if method.augment and image_shape is None:
     raise UserError(f'{method.name} augments its batches: it needs the image shape of the rows')
-  augment_key = jax.random.fold_in(jax.random.key(seed), 3)
   assign = assignment(method, alpha)
   encode = lambda ae, x: model.apply(ae, x, method=model.encode)
 
@@ -91,17 +90,17 @@ def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
 
   grad_fn = jax.value_and_grad(loss_fn)
 
-  def chunk(carry, x, p, order, first_step, num_steps):
-    n = x.shape[0]
+  def chunk(carry, x, rows, p, order, augment_key, first_step, num_steps):
+    n = order.shape[0]
 
     def step(carry, s):
       state, method_state = carry
       idx = order[(s * batch_size + jnp.arange(batch_size)) % n]
-      rows = x[idx]
+      batch_rows = x[idx] if rows is None else x[rows[idx]]
       if method.augment:
-        moved = augment.random_affine(jax.random.fold_in(augment_key, s), rows.reshape(-1, *image_shape))
-        rows = moved.reshape(rows.shape)
-      batch = parallel.shard_batch(rows, mesh)
+        moved = augment.random_affine(jax.random.fold_in(augment_key, s), batch_rows.reshape(-1, *image_shape))
+        batch_rows = moved.reshape(batch_rows.shape)
+      batch = parallel.shard_batch(batch_rows, mesh)
       loss, grads = grad_fn(state.params, batch, parallel.shard_batch(p[idx], mesh), method_state, idx,
                             s // update_interval)
       state = state.apply_gradients(grads=grads)
@@ -113,8 +112,37 @@ def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
 
     carry, loss = jax.lax.scan(step, carry, first_step + jnp.arange(num_steps))
     return carry, jnp.mean(loss)
+  return chunk
 
-  return jax.jit(chunk, static_argnums=5, donate_argnums=0)
+
+def _augment_key(seed: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.key(seed), 3)
+
+
+def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
+                     image_shape: tuple[int, int, int] | None = None, seed: int = 0):
+  """jit(chunk((state, method_state), x, p, order, first_step, num_steps) -> ((state, method_state), mean loss)):
+  the steps between two target updates, as one `lax.scan`. A method that augments moves each batch as
+  `image_shape` images, with a key made from `seed` and the step (a resumed run draws the same moves)."""
+  chunk = _chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape)
+  key = _augment_key(seed)
+  return jax.jit(lambda carry, x, p, order, first_step, num_steps: chunk(carry, x, None, p, order, key, first_step,
+                                                                         num_steps),
+                 static_argnums=5, donate_argnums=0)
+
+
+def make_seeds_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
+                     num_seeds: int, image_shape: tuple[int, int, int] | None = None):
+  """jit(chunk(carries, x, rows, p, orders, augment_keys, active, first_step, num_steps)): `make_train_chunk`
+  for S seeds as one program (`udl_jax.seed_batch`); x is shared, the rest has a leading seed axis, and the
+  seeds not `active` keep their state. The carries are donated."""
+  chunk = seed_batch.over_seeds(_chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape),
+                                num_seeds, (0, None, 0, 0, 0, 0, None, None))
+
+  def seeds_chunk(carries, x, rows, p, orders, augment_keys, active, first_step, num_steps):
+    new, loss = chunk(carries, x, rows, p, orders, augment_keys, first_step, num_steps)
+    return seed_batch.keep_inactive(active, new, carries), loss
+  return jax.jit(seeds_chunk, static_argnums=8, donate_argnums=0)
 
 
 def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, method: FineTuner, cfg,
@@ -126,91 +154,144 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   `cfg` is the method's resolved `cluster` block (`config.method_cluster_block`: alpha, batch_size, optimizer,
   learning_rate, momentum, update_interval, tol, maxiter, kmeans_n_init, checkpoint_every). `init` = (labels,
   centres) of a k-means already run on this embedding (the benchmark shares it with AE+KMeans); computed here
-  when None.
+  when None. `run_seeds` with one seed.
+  """
+  return run_seeds(model, [ae_params], x, None, y, n_clusters, method, cfg, [seed],
+                   None if ckpt_dir is None else [ckpt_dir], mesh, None if init is None else [init], image_shape)[0]
+
+
+def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | None, y: np.ndarray | None,
+              n_clusters: int, method: FineTuner, cfg, seed_ids: list[int], ckpt_dirs: list | None = None,
+              mesh=None, inits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+              image_shape: tuple[int, int, int] | None = None) -> list[ClusteringResult]:
+  """`run` for several seeds at once, as one program (`udl_jax.seed_batch`): a ClusteringResult per seed.
+
+  Seed i clusters x[rows[i]] (all of x when rows is None; y holds x's labels) from ae_params[i] and inits[i],
+  with its own permutation, target updates, stopping point and checkpoints (ckpt_dirs[i]); a seed that met
+  `tol` keeps its state while the others go on, so its result equals a run of it alone. The times in each
+  seed's history are its share of the batch's.
   """
   mesh = mesh or parallel.make_mesh()
+  num_seeds = len(seed_ids)
   parallel.check_batch_size(cfg.batch_size, mesh)
-  if len(x) < cfg.batch_size:
-    raise UserError(f'batch_size {cfg.batch_size} is larger than the {len(x)} samples to cluster')
+  rows = [np.arange(len(x))] * num_seeds if rows is None else rows
+  n = len(rows[0])
+  if any(len(r) != n for r in rows):
+    raise ValueError('the seeds of a batch need the same number of rows to cluster')
+  if n < cfg.batch_size:
+    raise UserError(f'batch_size {cfg.batch_size} is larger than the {n} samples to cluster')
   x_dev = parallel.replicate(x, mesh)
-  predict = make_predict(model, assignment(method, cfg.alpha), mesh)
+  rows_dev = parallel.replicate(np.stack(rows).astype(np.int32), mesh)
+  one_predict = make_predict(model, assignment(method, cfg.alpha), mesh)
+  predict = jax.jit(seed_batch.over_seeds(lambda params, interval, x, rows: one_predict((params, interval), x[rows]),
+                                          num_seeds, (0, 0, None, 0)))
+  target = jax.jit(seed_batch.over_seeds(method.target or (lambda q: q), num_seeds, (0,)))
   # Host copies of the labels: replicated, so that every process can read them.
-  hard_labels = jax.jit(lambda q: jnp.argmax(q, axis=1).astype(jnp.int32), out_shardings=parallel.replicated(mesh))
-  if init is None:
-    z = embed(model, ae_params, x, mesh)
-    init = parallel.computed_on_main(lambda: clustering.kmeans(z, n_clusters, seed, cfg.kmeans_n_init),
-                                     (np.zeros(len(x), np.int32), np.zeros((n_clusters, z.shape[1]), np.float32)))
-  init_labels, init_centres = init
+  hard_labels = jax.jit(lambda q: jnp.argmax(q, axis=-1).astype(jnp.int32), out_shardings=parallel.replicated(mesh))
+  if inits is None:
+    inits = []
+    for params, seed, r in zip(ae_params, seed_ids, rows):
+      z = embed(model, params, x[r], mesh)
+      inits.append(parallel.computed_on_main(
+          lambda: clustering.kmeans(z, n_clusters, seed, cfg.kmeans_n_init),
+          (np.zeros(n, np.int32), np.zeros((n_clusters, z.shape[1]), np.float32))))
   tx = make_optimizer(cfg)
-  # A copy: the training chunks donate their state, and the caller's autoencoder params must survive.
-  params = jax.tree.map(jnp.array, {'ae': ae_params, 'centres': init_centres})
-  state = parallel.replicate(train_state.TrainState.create(apply_fn=None, params=params, tx=tx), mesh)
-  order = jnp.asarray(np.random.default_rng(seed).permutation(len(x)))
-  train_chunk = make_train_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh,
-                                 image_shape, seed)
+  train_chunk = make_seeds_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh, num_seeds,
+                                 image_shape)
+  orders = jnp.asarray(np.stack([np.random.default_rng(seed).permutation(n) for seed in seed_ids]))
+  augment_keys = jnp.stack([_augment_key(seed) for seed in seed_ids])
 
-  # Labels as a numpy array: host-replicated, which a checkpoint of a multi-process run can hold. The method's
-  # state only when it has one (checkpoints of stateless methods keep their old layout).
-  method_state = parallel.replicate(method.init_state(init_labels, init_centres), mesh)
-  saved = {'state': state, 'labels': np.asarray(init_labels, np.int32)}
-  if jax.tree.leaves(method_state):
-    saved['method_state'] = method_state
-  meta = {'iteration': 0, 'history': [], 'done': False}
-  mngr = checkpoint.manager(ckpt_dir) if ckpt_dir else None
-  restored = checkpoint.restore_latest(mngr, saved) if mngr else None
-  if restored:
-    saved, meta = restored
-    log.info('%s: resumed from %s at iteration %d', method.name, ckpt_dir, meta['iteration'])
-  state, last_labels = saved['state'], np.asarray(saved['labels'])
-  method_state = saved.get('method_state', method_state)
+  states, method_states, last_labels, metas = [], [], [], []
+  mngrs = [checkpoint.manager(d) for d in ckpt_dirs] if ckpt_dirs else [None] * num_seeds
+  for i, mngr in enumerate(mngrs):
+    init_labels, init_centres = inits[i]
+    # A copy: the training chunks donate their state, and the caller's autoencoder params must survive.
+    params = jax.tree.map(jnp.array, {'ae': ae_params[i], 'centres': init_centres})
+    state = parallel.replicate(train_state.TrainState.create(apply_fn=None, params=params, tx=tx), mesh)
+    # Labels as a numpy array: host-replicated, which a checkpoint of a multi-process run can hold. The
+    # method's state only when it has one (checkpoints of stateless methods keep their old layout).
+    method_state = parallel.replicate(method.init_state(init_labels, init_centres), mesh)
+    saved = {'state': state, 'labels': np.asarray(init_labels, np.int32)}
+    if jax.tree.leaves(method_state):
+      saved['method_state'] = method_state
+    meta = {'iteration': 0, 'history': [], 'done': False}
+    restored = checkpoint.restore_latest(mngr, saved) if mngr else None
+    if restored:
+      saved, meta = restored
+      log.info('%s: resumed from %s at iteration %d', method.name, ckpt_dirs[i], meta['iteration'])
+    states.append(saved['state'])
+    method_states.append(saved.get('method_state', method_state))
+    last_labels.append(np.asarray(saved['labels']))
+    metas.append(meta)
+  has_method_state = bool(jax.tree.leaves(method_states[0]))
+  carries = parallel.replicate((seed_batch.stack(states), seed_batch.stack(method_states)), mesh)
 
   t_start, steps_timed, step_seconds = time.perf_counter(), 0, 0.0
-  progress.start_phase(method.name, cfg.maxiter, 'iter', bound=True)
-  while not meta['done']:
+  label = method.name + (f' ({num_seeds} seeds)' if num_seeds > 1 else '')
+  progress.start_phase(label, cfg.maxiter, 'iter', bound=True)
+  while True:
+    live = [i for i, m in enumerate(metas) if not m['done']]
+    if not live:
+      break
+    # Seeds resumed from a later update than the others wait for them: every update trains the same steps.
+    updates = min(len(metas[i]['history']) for i in live)
+    due = [i for i in live if len(metas[i]['history']) == updates]
+    ite = metas[due[0]]['iteration']
     t0 = time.perf_counter()
-    interval = len(meta['history'])
-    q_dev, _ = predict((state.params, jnp.int32(interval)), x_dev)
-    p_dev = q_dev if method.target is None else method.target(q_dev)  # (unused without a target)
+    q_dev, _ = predict(carries[0].params, jnp.full(num_seeds, updates, jnp.int32), x_dev, rows_dev)
+    p_dev = target(q_dev)  # (unused without a target)
     labels = np.asarray(hard_labels(q_dev))
-    update_seconds = time.perf_counter() - t0
-    delta = float(np.mean(labels != last_labels))
-    last_labels = labels
-    ite = meta['iteration']
-    row = {'iteration': ite, 'delta_label': delta, 'update_seconds': update_seconds,
-           **metrics.evaluate(y, labels)}
-    stop = (ite > 0 and delta < cfg.tol) or ite >= cfg.maxiter
+    update_seconds = (time.perf_counter() - t0) / len(due)
     num_steps = min(cfg.update_interval, cfg.maxiter - ite)
-    if not stop:
+    history_rows, training = {}, []
+    for i in due:
+      delta = float(np.mean(labels[i] != last_labels[i]))
+      last_labels[i] = labels[i]
+      y_i = None if y is None else y[rows[i]]
+      history_rows[i] = {'iteration': ite, 'delta_label': delta, 'update_seconds': update_seconds,
+                         **metrics.evaluate(y_i, labels[i])}
+      if not ((ite > 0 and delta < cfg.tol) or ite >= cfg.maxiter):
+        training.append(i)
+    if training:
       t0 = time.perf_counter()
-      (state, method_state), loss = train_chunk((state, method_state), x_dev, p_dev, order, ite, num_steps)
-      row['loss'] = float(loss)  # the one host sync per chunk
-      if not np.isfinite(row['loss']):
-        raise UserError(f'{method.name}: loss became non-finite at iteration {ite}; lower '
-                        'cluster.learning_rate. No checkpoint was written from this state.')
-      row['chunk_seconds'] = time.perf_counter() - t0
+      active = jnp.asarray([i in training for i in range(num_seeds)])
+      carries, loss = train_chunk(carries, x_dev, rows_dev, p_dev, orders, augment_keys, active, ite, num_steps)
+      loss = np.asarray(loss)  # the one host sync per chunk
+      chunk_seconds = (time.perf_counter() - t0) / len(training)
+      for i in training:
+        if not np.isfinite(loss[i]):
+          raise UserError(f'{method.name}: loss became non-finite at iteration {ite} of seed {seed_ids[i]}; lower '
+                          'cluster.learning_rate. No checkpoint was written from this state.')
+        history_rows[i].update(loss=float(loss[i]), chunk_seconds=chunk_seconds)
+        metas[i]['iteration'] = ite + num_steps
       if ite > 0:  # the first chunk includes compilation
-        steps_timed, step_seconds = steps_timed + num_steps, step_seconds + row['chunk_seconds']
-      meta['iteration'] = ite + num_steps
-    meta['history'].append(row)
-    meta['done'] = bool(stop)
-    scores = ' '.join(f'{k} {row[k]:.4f}' for k in ('acc', 'nmi', 'ari') if k in row)
+        steps_timed, step_seconds = steps_timed + num_steps, step_seconds + chunk_seconds * len(training)
     eta = progress.format_duration(step_seconds / steps_timed * (cfg.maxiter - ite)) if steps_timed else '?'
-    log.detail('%s iter %d/%d %s loss %s changed %.4f | ETA <= %s%s', method.name, ite, cfg.maxiter, scores,
-               f"{row['loss']:.5f}" if 'loss' in row else '-', delta, eta,
-               ' | converged' if stop and ite < cfg.maxiter else (' | maxiter' if stop else ''))
-    progress.advance(meta['iteration'])
-    updates = len(meta['history'])
-    if mngr and (stop or updates % cfg.checkpoint_every == 0):
-      # Keyed by the update count, which grows every pass: the final (stopping) update trains no steps, so
-      # keyed by iteration it would collide with the previous save (orbax: StepAlreadyExistsError).
-      checkpoint.save(mngr, updates, {'state': state, 'labels': last_labels, **(
-          {'method_state': method_state} if 'method_state' in saved else {})}, meta)
-  if mngr:
+    for i in due:
+      row, meta, stop = history_rows[i], metas[i], i not in training
+      meta['history'].append(row)
+      meta['done'] = stop
+      scores = ' '.join(f'{k} {row[k]:.4f}' for k in ('acc', 'nmi', 'ari') if k in row)
+      log.detail('%s seed %d iter %d/%d %s loss %s changed %.4f | ETA <= %s%s', method.name, seed_ids[i], ite,
+                 cfg.maxiter, scores, f"{row['loss']:.5f}" if 'loss' in row else '-', row['delta_label'], eta,
+                 ' | converged' if stop and ite < cfg.maxiter else (' | maxiter' if stop else ''))
+      if mngrs[i] and (stop or len(meta['history']) % cfg.checkpoint_every == 0):
+        # Keyed by the update count, which grows every pass: the final (stopping) update trains no steps, so
+        # keyed by iteration it would collide with the previous save (orbax: StepAlreadyExistsError).
+        state, method_state = seed_batch.take(carries, i)
+        checkpoint.save(mngrs[i], len(meta['history']), {'state': state, 'labels': last_labels[i], **(
+            {'method_state': method_state} if has_method_state else {})}, meta)
+    progress.advance(max(metas[i]['iteration'] for i in due))
+  for mngr in filter(None, mngrs):
     mngr.close()
-  q, z = (parallel.to_host(a) for a in predict((state.params, jnp.int32(len(meta['history']) - 1)), x_dev))
+  intervals = jnp.asarray([len(m['history']) - 1 for m in metas], jnp.int32)
+  q_all, z_all = (parallel.to_host(a) for a in predict(carries[0].params, intervals, x_dev, rows_dev))
   progress.end_phase()
-  log.info('%s done: %d iterations in %s', method.name, meta['iteration'],
+  log.info('%s done: %s iterations in %s', label, ', '.join(str(m['iteration']) for m in metas),
            progress.format_duration(time.perf_counter() - t_start))
-  return ClusteringResult(labels=q.argmax(1).astype(np.int32), q=q, centres=parallel.to_host(state.params['centres']),
-                          embedding=z, init_labels=np.asarray(init_labels), iterations=meta['iteration'],
-                          history=meta['history'], params=jax.device_get(state.params))
+  params = jax.device_get(carries[0].params)
+  return [ClusteringResult(labels=q_all[i].argmax(1).astype(np.int32), q=q_all[i],
+                           centres=params['centres'][i], embedding=z_all[i], init_labels=np.asarray(inits[i][0]),
+                           iterations=metas[i]['iteration'], history=metas[i]['history'],
+                           params=seed_batch.take(params, i))
+          for i in range(num_seeds)]

@@ -20,7 +20,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
-from udl_jax import augment, checkpoint, log, losses, models, parallel, progress
+from udl_jax import augment, checkpoint, log, losses, models, parallel, progress, seed_batch
 from udl_jax.errors import UserError
 
 OPTIMIZERS = ('adam', 'sgd')
@@ -41,11 +41,14 @@ def init_state(model, x_example: np.ndarray, tx, rng: jax.Array) -> train_state.
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
-def _epoch_plan(x, key, batch_size: int):
-  """Batch indices (num_batches, batch_size) of one shuffled epoch and one key per step."""
-  num_batches = x.shape[0] // batch_size
+def _epoch_plan(n: int, key, batch_size: int, rows=None):
+  """Batch indices (num_batches, batch_size) of one shuffled epoch over n rows and one key per step; the
+  indices are into `rows` (the seed's training rows of a shared array) when given."""
+  num_batches = n // batch_size
   perm_key, step_key = jax.random.split(key)
-  order = jax.random.permutation(perm_key, x.shape[0])[:num_batches * batch_size]
+  order = jax.random.permutation(perm_key, n)[:num_batches * batch_size]
+  if rows is not None:
+    order = rows[order]
   return order.reshape(num_batches, batch_size), jax.random.split(step_key, num_batches)
 
 
@@ -54,38 +57,62 @@ def epoch_as_scan(model_name: str) -> bool:
   return not (model_name in models.CONV_MODELS and jax.default_backend() == 'cpu')
 
 
-def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool = True) -> Callable:
-  """jit(epoch(state, x, key) -> (state, mean metrics)); the state buffer is donated.
-
-  `scan=False` runs the same steps as a Python loop over one jitted step. Only for convolutions on the CPU:
-  inside a loop body XLA:CPU falls back to a naive weight-gradient convolution (jax-ml/jax#12868), ~20x
-  slower than the same step jitted alone. Both paths give the same steps, batches and keys.
-  """
+def _make_step(loss_fn: losses.LossFn, mesh) -> Callable:
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def step(state, x, idx, k):
     batch = parallel.shard_batch(x[idx], mesh)
     (loss, aux), grads = grad_fn(state.params, batch, k)
     return state.apply_gradients(grads=grads), {'loss': loss, **aux}
+  return step
 
+
+def _scanned_epoch(loss_fn: losses.LossFn, batch_size: int, mesh) -> Callable:
+  """epoch(state, x, key, rows) -> (state, mean metrics), unjitted: every step of the epoch as one lax.scan."""
+  step = _make_step(loss_fn, mesh)
+
+  def epoch(state, x, key, rows=None):
+    def body(state, inputs):
+      return step(state, x, *inputs)
+    n = x.shape[0] if rows is None else rows.shape[0]
+    state, metrics = jax.lax.scan(body, state, _epoch_plan(n, key, batch_size, rows))
+    return state, jax.tree.map(jnp.mean, metrics)
+  return epoch
+
+
+def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool = True) -> Callable:
+  """jit(epoch(state, x, key, rows=None) -> (state, mean metrics)); the state buffer is donated. `rows`: the
+  indices of the training rows in x (all of x when None).
+
+  `scan=False` runs the same steps as a Python loop over one jitted step. Only for convolutions on the CPU:
+  inside a loop body XLA:CPU falls back to a naive weight-gradient convolution (jax-ml/jax#12868), ~20x
+  slower than the same step jitted alone. Both paths give the same steps, batches and keys.
+  """
   if not scan:
-    plan, jit_step = jax.jit(lambda x, key: _epoch_plan(x, key, batch_size)), jax.jit(step, donate_argnums=0)
+    step = _make_step(loss_fn, mesh)
+    plan = jax.jit(lambda n, key, rows: _epoch_plan(n, key, batch_size, rows), static_argnums=0)
+    jit_step = jax.jit(step, donate_argnums=0)
 
-    def looped_epoch(state, x, key):
+    def looped_epoch(state, x, key, rows=None):
       metrics = []
-      for idx, k in zip(*plan(x, key)):
+      for idx, k in zip(*plan(x.shape[0] if rows is None else rows.shape[0], key, rows)):
         state, m = jit_step(state, x, idx, k)
         metrics.append(m)
       return state, jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *metrics)
     return looped_epoch
+  return jax.jit(_scanned_epoch(loss_fn, batch_size, mesh), donate_argnums=0)
 
-  def epoch(state, x, key):
-    def body(state, inputs):
-      return step(state, x, *inputs)
-    state, metrics = jax.lax.scan(body, state, _epoch_plan(x, key, batch_size))
-    return state, jax.tree.map(jnp.mean, metrics)
 
-  return jax.jit(epoch, donate_argnums=0)
+def make_seeds_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int) -> Callable:
+  """jit(epoch(states, x, rows, keys, active) -> (states, metrics)): one epoch of S seeds as one program
+  (`udl_jax.seed_batch`). x is shared; rows (S, n) are each seed's training rows, keys (S,) its epoch keys; the seeds
+  not `active` (S,) keep their state. Metrics have a leading seed axis. The states are donated."""
+  epoch = seed_batch.over_seeds(_scanned_epoch(loss_fn, batch_size, mesh), num_seeds, (0, None, 0, 0))
+
+  def seeds_epoch(states, x, rows, keys, active):
+    new, metrics = epoch(states, x, keys, rows)
+    return seed_batch.keep_inactive(active, new, states), metrics
+  return jax.jit(seeds_epoch, donate_argnums=0)
 
 
 def make_evaluate(loss_fn: losses.LossFn, n: int, mesh, chunk: int = 1024) -> Callable:
@@ -115,12 +142,38 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
   """Trains `model` on model-ready arrays; resumes from `ckpt_dir` when it holds a checkpoint of this run.
 
   `cfg` is the run's `train` block (epochs, batch_size, optimizer, learning_rate, momentum, patience,
-  checkpoint_every, augment: each batch randomly moved as `image_shape` images, `udl_jax.augment`). Stops early after `patience` epochs without a better validation loss (training loss when
-  there is no validation set). A non-finite loss stops the run with an error before anything is saved.
+  checkpoint_every, augment: each batch randomly moved as `image_shape` images, `udl_jax.augment`). Stops early
+  after `patience` epochs without a better validation loss (training loss when there is no validation set). A
+  non-finite loss stops the run with an error before anything is saved. `fit_seeds` with one seed.
+  """
+  n_train, n_val = len(x_train), 0 if x_val is None else len(x_val)
+  x = x_train if not n_val else np.concatenate([x_train, x_val])
+  split = (np.arange(n_train), np.arange(n_train, n_train + n_val))
+  [(state, history)] = fit_seeds(model_name, model, model_cfg, cfg, x, [split], [seed],
+                                 None if ckpt_dir is None else [ckpt_dir], mesh,
+                                 None if on_epoch is None else lambda epoch, rows: on_epoch(epoch, rows[seed]),
+                                 image_shape)
+  return state, history
+
+
+def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+              seed_ids: list[int], ckpt_dirs: list | None = None, mesh=None,
+              on_epoch: Callable[[int, dict], None] | None = None,
+              image_shape: tuple[int, int, int] | None = None) -> list[tuple[train_state.TrainState, list[dict]]]:
+  """`fit` for several seeds at once, as one program (`udl_jax.seed_batch`): [(state, history)] per seed.
+
+  x is shared by the seeds; splits[i] = (training rows, validation rows) of seed i, indices into x, of the same
+  sizes for every seed. Each seed has its own initialisation, keys, early stopping and checkpoints
+  (ckpt_dirs[i]); its result equals a run of it alone. Each seed's `seconds` in the history are its share of
+  the epoch's time. on_epoch(epoch, {seed: row}) sees the seeds that trained that epoch.
   """
   mesh = mesh or parallel.make_mesh()
-  if len(x_train) < cfg.batch_size:
-    raise UserError(f'batch_size {cfg.batch_size} is larger than the {len(x_train)} training samples')
+  num_seeds = len(seed_ids)
+  n_train, n_val = len(splits[0][0]), len(splits[0][1])
+  if any((len(tr), len(va)) != (n_train, n_val) for tr, va in splits):
+    raise ValueError('the seeds of a batch need training and validation splits of the same sizes')
+  if n_train < cfg.batch_size:
+    raise UserError(f'batch_size {cfg.batch_size} is larger than the {n_train} training samples')
   parallel.check_batch_size(cfg.batch_size, mesh)
   loss_fn = losses.make_loss_fn(model_name, model, model_cfg)
   if cfg.get('augment', False):
@@ -129,64 +182,104 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
     train_loss = augment.augmented_loss(loss_fn, image_shape)  # the validation loss stays on clean images
   else:
     train_loss = loss_fn
-  key = jax.random.key(seed)
-  state = parallel.replicate(init_state(model, x_train, make_optimizer(cfg), jax.random.fold_in(key, 0)), mesh)
-  x_train_dev = parallel.replicate(x_train, mesh)
-  x_val_dev = None if x_val is None or len(x_val) == 0 else parallel.replicate(x_val, mesh)
-  train_epoch = make_train_epoch(train_loss, cfg.batch_size, mesh, scan=epoch_as_scan(model_name))
-  evaluate = make_evaluate(loss_fn, len(x_val), mesh) if x_val_dev is not None else None
-  val_key = jax.random.fold_in(key, 2)
+  keys = [jax.random.key(seed) for seed in seed_ids]
+  tx = make_optimizer(cfg)
+  states = [init_state(model, x, tx, jax.random.fold_in(key, 0)) for key in keys]
+  x_dev = parallel.replicate(x, mesh)
+  train_rows = parallel.replicate(np.stack([tr for tr, _ in splits]).astype(np.int32), mesh)
+  train_epoch = _seeds_epoch(model_name, train_loss, cfg.batch_size, mesh, num_seeds)
+  evaluate = None
+  if n_val:
+    val_rows = parallel.replicate(np.stack([va for _, va in splits]).astype(np.int32), mesh)
+    one = make_evaluate(loss_fn, n_val, mesh)
+    evaluate = jax.jit(seed_batch.over_seeds(lambda params, x, rows, key: one(params, x[rows], key), num_seeds,
+                                             (0, None, 0, 0)))
+    val_keys = jnp.stack([jax.random.fold_in(key, 2) for key in keys])
 
-  mngr = checkpoint.manager(ckpt_dir) if ckpt_dir else None
-  meta = {'epoch': 0, 'history': [], 'best': None, 'bad_epochs': 0, 'done': False}
-  restored = checkpoint.restore_latest(mngr, state) if mngr else None
-  if restored:
-    state, meta = restored
-    log.info('resumed from %s at epoch %d', ckpt_dir, meta['epoch'])
-  samples_per_epoch = len(x_train) // cfg.batch_size * cfg.batch_size
-  start, timed_epochs, timed_seconds = meta['epoch'], 0, 0.0
-  progress.start_phase(f'{model_name} pretraining', cfg.epochs, 'epoch')
+  mngrs = [checkpoint.manager(d) for d in ckpt_dirs] if ckpt_dirs else [None] * num_seeds
+  metas = []
+  for i, mngr in enumerate(mngrs):
+    meta = {'epoch': 0, 'history': [], 'best': None, 'bad_epochs': 0, 'done': False}
+    restored = checkpoint.restore_latest(mngr, states[i]) if mngr else None
+    if restored:
+      states[i], meta = restored
+      log.info('resumed from %s at epoch %d', ckpt_dirs[i], meta['epoch'])
+    metas.append(meta)
+  states = parallel.replicate(seed_batch.stack(states), mesh)
+  epoch_keys = jax.jit(jax.vmap(lambda key, epoch: jax.random.fold_in(jax.random.fold_in(key, 1), epoch),
+                                in_axes=(0, None)))
+  keys = jnp.stack(keys)
+  samples_per_epoch = n_train // cfg.batch_size * cfg.batch_size
+  start = min([m['epoch'] for m in metas if not m['done']], default=cfg.epochs)
+  timed_epochs, timed_seconds = 0, 0.0
+  label = f'{model_name} pretraining' + (f' ({num_seeds} seeds)' if num_seeds > 1 else '')
+  progress.start_phase(label, cfg.epochs, 'epoch')
   for epoch in range(start + 1, cfg.epochs + 1):
-    if meta['done']:
+    training = [i for i, m in enumerate(metas) if not m['done'] and m['epoch'] < epoch]
+    if not training:
       break
     t0 = time.perf_counter()
-    state, metrics = train_epoch(state, x_train_dev, jax.random.fold_in(jax.random.fold_in(key, 1), epoch))
-    row = {'epoch': epoch, **{k: float(v) for k, v in metrics.items()}}
+    active = jnp.asarray([i in training for i in range(num_seeds)])
+    states, metrics = train_epoch(states, x_dev, train_rows, epoch_keys(keys, epoch), active)
+    metrics = {k: np.asarray(v) for k, v in metrics.items()}
     if evaluate is not None:
-      row['val_loss'] = float(evaluate(state.params, x_val_dev, val_key))
-    seconds = time.perf_counter() - t0
-    if not all(np.isfinite(v) for v in row.values()):
-      raise UserError(f'{model_name}: loss became non-finite at epoch {epoch} ({row}); lower the learning '
-                      'rate or check the data. No checkpoint was written from this state.')
+      metrics['val_loss'] = np.asarray(evaluate(states.params, x_dev, val_rows, val_keys))
+    seconds = (time.perf_counter() - t0) / len(training)  # each seed's share
+    rows = {}
+    for i in training:
+      meta, seed = metas[i], seed_ids[i]
+      row = {'epoch': epoch, **{k: float(v[i]) for k, v in metrics.items()}}
+      if not all(np.isfinite(v) for v in row.values()):
+        raise UserError(f'{model_name}: loss became non-finite at epoch {epoch} of seed {seed} ({row}); lower '
+                        'the learning rate or check the data. No checkpoint was written from this state.')
+      row.update(seconds=seconds, samples_per_s=samples_per_epoch / seconds)
+      meta['history'].append(row)
+      monitored = row.get('val_loss', row['loss'])
+      if meta['best'] is None or monitored < meta['best']:
+        meta['best'], meta['bad_epochs'] = monitored, 0
+      else:
+        meta['bad_epochs'] += 1
+      meta['epoch'] = epoch
+      stop = cfg.patience and meta['bad_epochs'] >= cfg.patience
+      meta['done'] = bool(stop or epoch == cfg.epochs)
+      rows[seed] = row
+      log.detail('%s seed %d epoch %d/%d loss %.5f%s | %.0f samples/s%s', model_name, seed, epoch, cfg.epochs,
+                 row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', row['samples_per_s'],
+                 ' | early stop' if stop else '')
     if epoch > start + 1 or epoch == cfg.epochs:  # the first epoch of a process includes compilation
-      timed_epochs, timed_seconds = timed_epochs + 1, timed_seconds + seconds
-    rate = samples_per_epoch / seconds
-    row.update(seconds=seconds, samples_per_s=rate)
-    meta['history'].append(row)
-    monitored = row.get('val_loss', row['loss'])
-    if meta['best'] is None or monitored < meta['best']:
-      meta['best'], meta['bad_epochs'] = monitored, 0
-    else:
-      meta['bad_epochs'] += 1
-    meta['epoch'] = epoch
-    stop = cfg.patience and meta['bad_epochs'] >= cfg.patience
-    meta['done'] = bool(stop or epoch == cfg.epochs)
+      timed_epochs, timed_seconds = timed_epochs + 1, timed_seconds + seconds * len(training)
     eta = progress.format_duration(timed_seconds / timed_epochs * (cfg.epochs - epoch)) if timed_epochs else \
         '? (the first epoch compiled)'
-    log.detail('%s epoch %d/%d loss %.5f%s | %.0f samples/s | ETA %s%s', model_name, epoch, cfg.epochs,
-               row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', rate, eta,
-               ' | early stop' if stop else '')
+    log.detail('%s epoch %d/%d | ETA %s', label, epoch, cfg.epochs, eta)
     progress.advance(epoch)
-    if mngr and (meta['done'] or epoch % cfg.checkpoint_every == 0):
-      checkpoint.save(mngr, epoch, state, meta)
+    for i in training:
+      if mngrs[i] and (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
+        checkpoint.save(mngrs[i], epoch, seed_batch.take(states, i), metas[i])
     if on_epoch:
-      on_epoch(epoch, row)
-  if mngr:
+      on_epoch(epoch, rows)
+  for mngr in filter(None, mngrs):
     mngr.close()
   progress.end_phase()
-  if meta['history']:
-    log.info('%s pretraining: %d epochs, final loss %.5f', model_name, meta['epoch'], meta['history'][-1]['loss'])
-  return state, meta['history']
+  for seed, meta in zip(seed_ids, metas):
+    if meta['history']:
+      log.info('%s pretraining of seed %d: %d epochs, final loss %.5f', model_name, seed, meta['epoch'],
+               meta['history'][-1]['loss'])
+  return [(seed_batch.take(states, i), meta['history']) for i, meta in enumerate(metas)]
+
+
+def _seeds_epoch(model_name: str, loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int) -> Callable:
+  """The epoch `fit_seeds` runs: `make_seeds_epoch`, or for convolutions on the CPU (no scan) the looped epoch
+  of `make_train_epoch` on a single seed."""
+  if epoch_as_scan(model_name):
+    return make_seeds_epoch(loss_fn, batch_size, mesh, num_seeds)
+  if num_seeds > 1:
+    raise ValueError(f'{model_name} on the CPU trains seed by seed (no scan): use a seed batch of 1')
+  looped = make_train_epoch(loss_fn, batch_size, mesh, scan=False)
+
+  def one_seed(states, x, rows, keys, active):
+    state, metrics = looped(seed_batch.take(states, 0), x, keys[0], rows[0])
+    return jax.tree.map(lambda a: a[None], (state, metrics))
+  return one_seed
 
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
