@@ -236,12 +236,13 @@ def dec_chunk_seconds(model_cfg, batch: int, dtype: str, n: int, steps: int, mes
 def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dict[str, float]:
   """Median seconds of the work between two DEC chunks, split as `dec.run` does it.
 
-  predict: Q (and z) over all n samples, `dec.make_predict`; target: P = method.target(Q), eager as in dec.run;
+  predict: Q (and z) over all n samples, `dec.make_predict`; target: P = method.target(Q), jitted as in dec.run;
   host: the labels and the loss copied to the host, the label change and ACC/NMI/ARI (what dec.run does on
   the host every interval, with labels; without them the metrics are skipped).
   """
   model, (state, x, _, _), y = dec_setup(model_cfg, dtype, n, mesh)
   predict, method = dec.make_predict(model, methods.student_t(1.0), mesh), methods.get('dec')
+  target = jax.jit(method.target)
   q, _ = predict((state.params, 0), x)
   loss = jnp.float32(0.5)
 
@@ -250,7 +251,7 @@ def dec_update_seconds(model_cfg, dtype: str, n: int, mesh, repeats: int) -> dic
     return float(loss), float(np.mean(labels != y)), metrics.evaluate(y, labels)
 
   out = {name: statistics.median(timed(fn, repeats)) for name, fn in (
-      ('predict', lambda: predict((state.params, 0), x)), ('target', lambda: method.target(q)), ('host', host))}
+      ('predict', lambda: predict((state.params, 0), x)), ('target', lambda: target(q)), ('host', host))}
   out['predict_flops'] = n * train_flops_per_sample('dec', model_cfg) // 3  # forward only
   return out
 

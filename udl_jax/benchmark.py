@@ -13,6 +13,10 @@ autoencoders):
   seed_S/ae_kmeans.npz  k-means on the embedding (labels, centres): AE+KMeans and the start of every method
   seed_S/METHOD/        checkpoints, metrics.jsonl, params (final); seed_S/METHOD_labels.npz (eval labels)
 
+A process takes its seeds in batches of `seed_batch` (`seed_batch_size`): the autoencoders of a batch pretrain
+as one vmapped program, then each method runs on all seeds of the batch (a fine-tuning method as one program,
+`dec.run_seeds`; the other kinds seed by seed). Every record stays per seed.
+
 Processes may share a workdir (`udl_jax.records`: one process per seed at a time, merged records), and a seed
 folder copied from another workdir of the same config joins its table. Each process rewrites the table from
 every seed folder when it finishes. Several processes of one job (`--config.distributed`) act as one.
