@@ -22,7 +22,8 @@ from udl_jax import parallel
 METRICS = ('acc', 'nmi', 'ari')
 TRIAL_FIELDS = ('seed', 'method', 'protocol', 'acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
 METHOD_LABELS = {'kmeans': 'KMeans (raw pixels)', 'ae_kmeans': 'AE + KMeans', 'ae_gmm': 'AE + GMM', 'n2d': 'N2D',
-                 'dec': 'DEC', 'idec': 'IDEC', 'dec_da': 'DEC-DA', 'idec_da': 'IDEC-DA', 'dcn': 'DCN', 'dkm': 'DKM'}
+                 'dec': 'DEC', 'idec': 'IDEC', 'dec_da': 'DEC-DA', 'idec_da': 'IDEC-DA', 'dcn': 'DCN', 'dkm': 'DKM',
+                 'vade': 'VaDE'}
 
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:

@@ -138,34 +138,41 @@ def make_evaluate(loss_fn: losses.LossFn, n: int, mesh, chunk: int = 1024) -> Ca
 def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.ndarray | None, seed: int,
         ckpt_dir: str | Path | None = None, mesh=None,
         on_epoch: Callable[[int, dict], None] | None = None,
-        image_shape: tuple[int, int, int] | None = None) -> tuple[train_state.TrainState, list[dict]]:
+        image_shape: tuple[int, int, int] | None = None, **objective) -> tuple[train_state.TrainState, list[dict]]:
   """Trains `model` on model-ready arrays; resumes from `ckpt_dir` when it holds a checkpoint of this run.
 
   `cfg` is the run's `train` block (epochs, batch_size, optimizer, learning_rate, momentum, patience,
   checkpoint_every, augment: each batch randomly moved as `image_shape` images, `udl_jax.augment`). Stops early
   after `patience` epochs without a better validation loss (training loss when there is no validation set). A
-  non-finite loss stops the run with an error before anything is saved. `fit_seeds` with one seed.
+  non-finite loss stops the run with an error before anything is saved. `fit_seeds` with one seed; `objective`:
+  its loss_fn, tx and initial_params (of this seed).
   """
+  if 'initial_params' in objective:
+    objective['initial_params'] = [objective['initial_params']]
   n_train, n_val = len(x_train), 0 if x_val is None else len(x_val)
   x = x_train if not n_val else np.concatenate([x_train, x_val])
   split = (np.arange(n_train), np.arange(n_train, n_train + n_val))
   [(state, history)] = fit_seeds(model_name, model, model_cfg, cfg, x, [split], [seed],
                                  None if ckpt_dir is None else [ckpt_dir], mesh,
                                  None if on_epoch is None else lambda epoch, rows: on_epoch(epoch, rows[seed]),
-                                 image_shape)
+                                 image_shape, **objective)
   return state, history
 
 
 def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
               seed_ids: list[int], ckpt_dirs: list | None = None, mesh=None,
               on_epoch: Callable[[int, dict], None] | None = None,
-              image_shape: tuple[int, int, int] | None = None) -> list[tuple[train_state.TrainState, list[dict]]]:
+              image_shape: tuple[int, int, int] | None = None, loss_fn: losses.LossFn | None = None,
+              tx: optax.GradientTransformation | None = None,
+              initial_params: list | None = None) -> list[tuple[train_state.TrainState, list[dict]]]:
   """`fit` for several seeds at once, as one program (`udl_jax.seed_batch`): [(state, history)] per seed.
 
   x is shared by the seeds; splits[i] = (training rows, validation rows) of seed i, indices into x, of the same
   sizes for every seed. Each seed has its own initialisation, keys, early stopping and checkpoints
   (ckpt_dirs[i]); its result equals a run of it alone. Each seed's `seconds` in the history are its share of
-  the epoch's time. on_epoch(epoch, {seed: row}) sees the seeds that trained that epoch.
+  the epoch's time. on_epoch(epoch, {seed: row}) sees the seeds that trained that epoch. A method with an
+  objective of its own (VaDE) gives its `loss_fn(params, batch, key) -> (loss, aux)`, optimiser `tx` and
+  `initial_params` per seed instead of the model's loss, the config's optimiser and a fresh initialisation.
   """
   mesh = mesh or parallel.make_mesh()
   num_seeds = len(seed_ids)
@@ -175,7 +182,7 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   if n_train < cfg.batch_size:
     raise UserError(f'batch_size {cfg.batch_size} is larger than the {n_train} training samples')
   parallel.check_batch_size(cfg.batch_size, mesh)
-  loss_fn = losses.make_loss_fn(model_name, model, model_cfg)
+  loss_fn = loss_fn or losses.make_loss_fn(model_name, model, model_cfg)
   if cfg.get('augment', False):
     if image_shape is None:
       raise UserError(f'{model_name}: augment needs the image shape of the flat rows')
@@ -183,8 +190,9 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   else:
     train_loss = loss_fn
   keys = [jax.random.key(seed) for seed in seed_ids]
-  tx = make_optimizer(cfg)
-  states = [init_state(model, x, tx, jax.random.fold_in(key, 0)) for key in keys]
+  tx = tx or make_optimizer(cfg)
+  states = [init_state(model, x, tx, jax.random.fold_in(key, 0)) for key in keys] if initial_params is None else \
+      [train_state.TrainState.create(apply_fn=None, params=params, tx=tx) for params in initial_params]
   x_dev = parallel.replicate(x, mesh)
   train_rows = parallel.replicate(np.stack([tr for tr, _ in splits]).astype(np.int32), mesh)
   train_epoch = _seeds_epoch(model_name, train_loss, cfg.batch_size, mesh, num_seeds)

@@ -1,7 +1,7 @@
 """Clustering methods by name: the built-in ones and whatever a user registers. One file per method.
 
 Kinds (`base.py`): an `EmbeddingClusterer` labels the pretrained embedding (ae_gmm, n2d); a `FineTuner` is a
-loss on the shared clustering loop (dec, idec, dcn, dkm); an `OwnTrainer` owns its model and training. Adding
+loss on the shared clustering loop (dec, idec, dcn, dkm); an `OwnTrainer` owns its model and training (vade). Adding
 one touches no other module:
 
     from udl_jax import methods
@@ -65,4 +65,4 @@ def import_plugins(modules: str) -> None:
                       'current directory or the installed packages') from e
 
 
-from udl_jax.methods import dcn, dec, dkm, gmm, idec, n2d  # noqa: E402,F401  (the built-ins register themselves)
+from udl_jax.methods import dcn, dec, dkm, gmm, idec, n2d, vade  # noqa: E402,F401  (the built-ins register themselves)

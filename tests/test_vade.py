@@ -1,0 +1,109 @@
+"""VaDE: its ELBO terms against a numpy reference written another way, and learning on digits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from udl_jax import config, metrics, methods, models, parallel, train
+from udl_jax.errors import UserError
+from udl_jax.methods import vade
+
+
+def _random_case(seed=0, batch=5, k=3, d=4):
+  rng = np.random.default_rng(seed)
+  prior = {'pi_logits': rng.normal(size=k), 'means': rng.normal(size=(k, d)),
+           'log_vars': rng.normal(size=(k, d)) * 0.3}
+  mean, logvar, z = rng.normal(size=(batch, d)), rng.normal(size=(batch, d)) * 0.3, rng.normal(size=(batch, d))
+  return prior, mean, logvar, z
+
+
+def _numpy_log_gamma(z, prior):
+  """log q(c|z) with scipy's Gaussian densities."""
+  log_pi = prior['pi_logits'] - logsumexp(prior['pi_logits'])
+  joint = np.stack([log_pi[c] + multivariate_normal(prior['means'][c],
+                                                     np.diag(np.exp(prior['log_vars'][c]))).logpdf(z)
+                    for c in range(len(log_pi))], axis=1)
+  return joint - logsumexp(joint, axis=1, keepdims=True)
+
+
+def test_responsibilities_match_scipys_gaussian_densities():
+  prior, _, _, z = _random_case()
+  got = np.asarray(vade.log_responsibilities(jnp.asarray(z, jnp.float32),
+                                             jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), prior)))
+  np.testing.assert_allclose(got, _numpy_log_gamma(z, prior), atol=1e-4)
+  np.testing.assert_allclose(np.exp(got).sum(1), 1.0, atol=1e-5)
+
+
+def test_latent_kl_is_the_expected_gaussian_kl_plus_the_cluster_kl():
+  """sum_c gamma_c KL(N(m, v) || N(mu_c, s_c)) + KL(gamma || pi), with the textbook KL between diagonal Gaussians."""
+  prior, mean, logvar, z = _random_case(1)
+  log_gamma = _numpy_log_gamma(z, prior)
+  gamma, log_pi = np.exp(log_gamma), prior['pi_logits'] - logsumexp(prior['pi_logits'])
+  v, s = np.exp(logvar)[:, None, :], np.exp(prior['log_vars'])[None]
+  gauss_kl = 0.5 * np.sum(np.log(s / v) + (v + (mean[:, None, :] - prior['means'][None]) ** 2) / s - 1, axis=-1)
+  want = np.sum(gamma * gauss_kl, axis=1) + np.sum(gamma * (log_gamma - log_pi), axis=1)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  got = vade.latent_kl(f32(mean), f32(logvar), f32(z), jax.tree.map(f32, prior))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+  # A posterior equal to one component's Gaussian, with that component certain: nothing but the cluster KL left.
+  one = {'pi_logits': np.array([0.0, 0.0]), 'means': np.zeros((2, 4)), 'log_vars': np.zeros((2, 4))}
+  got = vade.latent_kl(jnp.zeros((1, 4)), jnp.zeros((1, 4)), jnp.zeros((1, 4)), jax.tree.map(f32, one))
+  np.testing.assert_allclose(np.asarray(got), [0.0], atol=1e-6)  # both components equal: gamma = pi
+
+
+def test_reconstruction_terms():
+  x = jnp.asarray([[0.0, 1.0, 0.5]])
+  out = jnp.asarray([[0.5, 0.5, 0.5]])
+  for variance in (1.0, 0.01):
+    density = np.exp(-(np.asarray(out) - np.asarray(x)) ** 2 / (2 * variance)) / np.sqrt(2 * np.pi * variance)
+    want = -np.sum(np.log(density))
+    np.testing.assert_allclose(vade.reconstruction_nll(out, x, 'gaussian', variance), [want], rtol=1e-5)
+  logits = jnp.asarray([[0.0, 2.0, -1.0]])
+  p = jax.nn.sigmoid(logits)
+  want = -np.sum(x * np.log(p) + (1 - x) * np.log(1 - p))
+  np.testing.assert_allclose(vade.reconstruction_nll(logits, x, 'bernoulli'), [want], rtol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def seed_input(digits):
+  model_cfg = config.model_block('ae')
+  model_cfg.dims = (256, 64, 10)
+  train_cfg = config.train_block()
+  train_cfg.epochs, train_cfg.batch_size = 30, 256
+  model = models.make_model('ae', digits.image_shape, model_cfg)
+  x = models.model_input('ae', digits.x)
+  state, _ = train.fit('ae', model, model_cfg, train_cfg, x, None, seed=0)
+  return model, jax.device_get(state.params), x
+
+
+def test_vade_learns_on_digits(seed_input, digits, tmp_path):
+  model, params, x = seed_input
+  seed = methods.Seed(model=model, ae_params=params, x=x, y=digits.y, n_clusters=10, init=None, seed=0,
+                      config=None, workdir=tmp_path, mesh=parallel.make_mesh())
+  labels, q, history = methods.get('vade', epochs=15).run(seed)
+  assert labels.shape == (len(x),) and q.shape == (len(x), 10)
+  np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_array_equal(labels, q.argmax(1))
+  losses = [h['loss'] for h in history]
+  assert len(losses) == 15 and losses[0] - losses[-1] > 0.05 * abs(losses[0]), losses  # the negative ELBO falls
+  start = vade.responsibilities(model, vade.initial_params(model, params, x, 10, 0, seed.mesh), x, seed.mesh)
+  nmi_start, nmi_end = metrics.evaluate(digits.y, start.argmax(1))['nmi'], metrics.evaluate(digits.y, labels)['nmi']
+  print('vade on digits: loss', losses[0], '->', losses[-1], 'NMI', nmi_start, '->', nmi_end)
+  assert nmi_end > 0.5 and nmi_end > nmi_start - 0.05, (nmi_start, nmi_end)
+  # Re-running in the same folder resumes the finished training: the same labels, no epoch trained again.
+  again, _, again_history = methods.get('vade', epochs=15).run(seed)
+  np.testing.assert_array_equal(again, labels)
+  assert again_history == history
+
+
+def test_vade_needs_the_dense_autoencoder(digits, tmp_path):
+  model = models.make_model('vae', digits.image_shape)
+  seed = methods.Seed(model=model, ae_params=None, x=None, y=None, n_clusters=10, init=None, seed=0, config=None,
+                      workdir=tmp_path, mesh=None)
+  with pytest.raises(UserError, match='model.name=ae'):
+    methods.get('vade').run(seed)
