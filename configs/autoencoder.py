@@ -2,7 +2,7 @@
 
   python -m experiments.train_autoencoder --config=configs/autoencoder.py:model=dae,dataset=fashion_mnist --workdir=runs/dae
 
-Argument keys: model=ae|sparse_ae|dae|vae, dataset=NAME. The article presets (sigmoid 10-unit code for the
+Argument keys: model=ae|sparse_ae|dae|conv_ae|vae, dataset=NAME. The article presets (sigmoid 10-unit code for the
 dense models, Adam, 50 epochs, early stopping with patience 10 on a 10% validation split) are the defaults;
 override anything with --config.KEY=VALUE.
 """

@@ -17,6 +17,7 @@ def _tiny_cfg(name):
   cfg = config.model_block(name)
   cfg.dims = (32, 16, 4)
   cfg.features = (8, 4, 4)
+  cfg.conv_features = (4, 8, 8)
   cfg.hidden, cfg.latent = 32, 4
   return cfg
 
@@ -60,6 +61,11 @@ def test_shapes(name, shape):
     assert out['recon'].shape == x.shape  # padded to a multiple of 8 inside, cropped back
     padded = [-(-s // 8) * 8 for s in shape[:2]]
     assert z.shape == (3, padded[0] // 8 * padded[1] // 8 * 4) and out['z'].shape == z.shape
+  elif name == 'conv_ae':  # DCEC: strided convolutions, a dense embedding (dims[-1]) and back to the same size
+    assert x.shape == (3, *shape)
+    assert out['recon'].shape == x.shape and out['z'].shape == z.shape == (3, 4)
+    recon = jax.eval_shape(lambda p, z: model.apply(p, z, method=model.decode), params, z)
+    assert recon.shape == x.shape
   else:  # vae
     assert x.shape == (3, d)
     assert out['logits'].shape == (3, d)
@@ -185,3 +191,10 @@ def test_unknown_names_are_user_errors():
   bad = config.model_block('nope')
   with pytest.raises(UserError):
     models.make_model(bad.name, (8, 8, 1), bad)
+
+
+@pytest.mark.parametrize('side', [10, 30])
+def test_conv_ae_refuses_sides_it_cannot_give_back(side):
+  model = models.make_model('conv_ae', (side, side, 1), _tiny_cfg('conv_ae'))
+  with pytest.raises(UserError, match='multiple of 4'):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 1)))

@@ -28,7 +28,11 @@ def evaluate(model_name: str, model, params, x_val: np.ndarray, model_cfg, seed:
   key = jax.random.key(seed + 1000)
   x = jnp.asarray(x_val)
   out = {}
-  if model_name in ('ae', 'sparse_ae'):
+  if model_name == 'conv_ae':
+    o = model.apply(params, x)
+    out['val_mse'] = float(losses.mse(o['recon'], x))
+    out['mean_abs_code'] = float(jnp.mean(jnp.abs(o['z'])))
+  elif model_name in ('ae', 'sparse_ae'):
     o = model.apply(params, x)
     out['val_mse'] = float(losses.mse(o['recon'], x))
     out['mean_abs_activation'] = float(losses.mean_abs_activation(o['hidden']))
@@ -97,7 +101,7 @@ def run(config, workdir: str | Path) -> dict:
     results.write_json(workdir / 'config.json', config.to_dict())
   name = config.model.name
   model = models.from_config(config, dataset.image_shape)
-  x = dataset.x if name == 'dae' else dataset.flat
+  x = models.model_input(name, dataset.x)
   tr, va = train.split_train_val(len(x), config.train.val_fraction, config.seed)
   x_val = x[va] if len(va) else x[tr[:1000]]
   t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from udl_jax.errors import UserError
 
 def model_block(name: str = 'ae') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
-      'name': name,                      # ae | sparse_ae | dae | vae
+      'name': name,                      # ae | sparse_ae | dae | conv_ae | vae
       'dims': (500, 500, 2000, 10),      # dense encoder widths after the input (DEC's d-500-500-2000-10)
       'activation': 'relu',
       'bottleneck_activation': 'linear',  # 'sigmoid' for the article's 10-unit sigmoid code
@@ -24,6 +24,7 @@ def model_block(name: str = 'ae') -> ml_collections.ConfigDict:
       'sparsity_layers': 'all',          # sparse_ae: 'all' hidden layers or only the 'code'
       'noise_amount': 0.2,               # dae: share of pixels set to 0 or 1
       'features': (64, 32, 16),          # dae: conv widths
+      'conv_features': (32, 64, 128),    # conv_ae (DCEC): conv widths; its embedding is dims[-1] wide
       'hidden': 500,                     # vae
       'latent': 10,                      # vae
   })
@@ -57,7 +58,9 @@ def cluster_block() -> ml_collections.ConfigDict:
       'checkpoint_every': 5,             # target updates
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
       'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcn': {'weight': 0.05},
-                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0}},
+                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0},
+                        'vade': {'epochs': 300, 'batch_size': 100, 'learning_rate': 0.002, 'decay': 0.9,
+                                 'decay_every': 10, 'min_learning_rate': 0.0002, 'likelihood': 'gaussian'}},
       # Per-method values of the keys above. IDEC's reference code trains MNIST with Adam(1e-3): with DEC's
       # SGD(0.01) its KL term, weighted by gamma = 0.1, barely moves the clusters from their k-means start.
       # DCN and DKM: Adam(1e-4), ClustPy's clustering optimiser for both. (DKM's authors fine-tune with Adam

@@ -1,6 +1,6 @@
 """Autoencoder objectives as pure functions `loss_fn(params, x, rng) -> (loss, aux)`.
 
-  ae         mean squared reconstruction error (DEC's pretraining loss)
+  ae         mean squared reconstruction error (DEC's pretraining loss); conv_ae (DCEC's CAE) too
   sparse_ae  the same plus `sparsity_weight` x mean |activation| of the chosen hidden layers (L1 activity)
   dae        reconstruct the clean image from a salt-and-pepper corrupted copy
   vae        negative ELBO: summed Bernoulli negative log-likelihood + KL(q(z|x) || N(0, I)), mean over batch
@@ -51,7 +51,7 @@ def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
 
 def make_loss_fn(model_name: str, model, config) -> LossFn:
   """The training objective of a model family; `config` is the run's `model` block."""
-  if model_name == 'ae':
+  if model_name in ('ae', 'conv_ae'):
     def loss_fn(params, x, rng):
       loss = mse(model.apply(params, x)['recon'], x)
       return loss, {'mse': loss}

@@ -114,6 +114,51 @@ class ConvAE(nn.Module):
     return {'recon': self.decode_map(h, x.shape[1:3]), 'z': h.reshape(x.shape[0], -1).astype(jnp.float32)}
 
 
+class ConvEmbeddingAE(nn.Module):
+  """DCEC's convolutional autoencoder (Guo et al. 2017): Conv 32 (5x5) - 64 (5x5) - 128 (3x3), stride 2, ReLU, a
+  linear dense embedding (10), then Dense (ReLU) back to the last map and transposed convolutions mirroring the
+  encoder, linear output. The third convolution is 'valid' unless the side is a multiple of 8 (28 -> 14 -> 7
+  -> 3; 16 -> 8 -> 4 -> 2), as DCEC's code does, so that the decoder gives the input size back."""
+  side: int
+  features: Sequence[int] = (32, 64, 128)
+  embedding: int = 10
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
+    third = 'SAME' if self.side % 8 == 0 else 'VALID'
+    after_two = -(-self.side // 4)
+    self.map_side = -(-after_two // 2) if third == 'SAME' else (after_two - 3) // 2 + 1
+    decoded = 4 * (2 * self.map_side if third == 'SAME' else 2 * (self.map_side - 1) + 3)
+    if self.map_side < 1 or decoded != self.side:
+      raise UserError(f'conv_ae (DCEC) cannot give back {self.side}x{self.side} images: its strided layers need '
+                      'a side that is a multiple of 4 (28, 16, 8, ...); use --config.image_size=28')
+    self.encoder = [nn.Conv(self.features[0], (5, 5), 2, padding='SAME', name='encoder_0', **kw),
+                    nn.Conv(self.features[1], (5, 5), 2, padding='SAME', name='encoder_1', **kw),
+                    nn.Conv(self.features[2], (3, 3), 2, padding=third, name='encoder_2', **kw)]
+    self.to_embedding = nn.Dense(self.embedding, name='embedding', **kw)
+    self.from_embedding = nn.Dense(self.map_side ** 2 * self.features[2], name='decoder_dense', **kw)
+    self.decoder = [nn.ConvTranspose(self.features[1], (3, 3), (2, 2), padding=third, name='decoder_0', **kw),
+                    nn.ConvTranspose(self.features[0], (5, 5), (2, 2), padding='SAME', name='decoder_1', **kw),
+                    nn.ConvTranspose(1, (5, 5), (2, 2), padding='SAME', name='decoder_2', **kw)]
+
+  def encode(self, x):
+    h = x
+    for layer in self.encoder:
+      h = nn.relu(layer(h))
+    return self.to_embedding(h.reshape(x.shape[0], -1)).astype(jnp.float32)
+
+  def decode(self, z):
+    h = nn.relu(self.from_embedding(z)).reshape(z.shape[0], self.map_side, self.map_side, self.features[2])
+    for layer in self.decoder[:-1]:
+      h = nn.relu(layer(h))
+    return self.decoder[-1](h).astype(jnp.float32)
+
+  def __call__(self, x, rng=None):
+    z = self.encode(x)
+    return {'recon': self.decode(z), 'z': z}
+
+
 class VAE(nn.Module):
   """Variational autoencoder: d-500-(mean, log-variance of a 10-d latent); decoder 10-500-d Bernoulli logits."""
   out_dim: int
@@ -146,8 +191,8 @@ class VAE(nn.Module):
     return {'logits': self.decode_logits(z), 'mean': mean, 'logvar': logvar, 'z': z}
 
 
-MODEL_NAMES = ('ae', 'sparse_ae', 'dae', 'vae')
-CONV_MODELS = ('dae',)
+MODEL_NAMES = ('ae', 'sparse_ae', 'dae', 'conv_ae', 'vae')
+CONV_MODELS = ('dae', 'conv_ae')
 
 
 def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=jnp.float32) -> nn.Module:
@@ -162,6 +207,11 @@ def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=
                    kernel_init=get('kernel_init', 'lecun_normal'), dtype=dtype)
   if name == 'dae':
     return ConvAE(features=tuple(get('features', (64, 32, 16))), dtype=dtype)
+  if name == 'conv_ae':
+    if image_shape[0] != image_shape[1] or image_shape[2] != 1:
+      raise UserError(f'conv_ae takes square one-channel images, got {image_shape}')
+    return ConvEmbeddingAE(side=image_shape[0], features=tuple(get('conv_features', (32, 64, 128))),
+                           embedding=get('dims', (10,))[-1], dtype=dtype)
   if name == 'vae':
     return VAE(out_dim=d, hidden=get('hidden', 500), latent=get('latent', 10), dtype=dtype)
   raise UserError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")
