@@ -6,8 +6,8 @@
 # Needs: jax with a GPU backend, scikit-learn, and MNIST's IDX files in $UDL_DATA_DIR. The checks still open:
 # 1. a smoke test (digits, 2 seeds as one seed batch, 2 epochs) that stops the script if the stack is broken;
 # 2. issue 19: MNIST-70k, published settings (300 SGD epochs, DEC maxiter 20,000), AE+KMeans and DEC, 10 seeds
-#    as one seed batch in one process, timed (the sequential baseline on an H100, 3 processes sharing the GPU,
-#    took 307 s: results/README.md);
+#    as one seed batch in one process, timed (issue 19 reports 307 s for the same table on one H100 with three
+#    processes sharing the GPU; the goal is under 60 s);
 # 3. issue 17: dec_da and idec_da on MNIST-70k with augmented pretraining, 3 seeds as one batch.
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs and the workdirs less
 # their checkpoints and saved parameters (a lent machine returns files of at most 16 MiB), to be unpacked into

@@ -146,7 +146,7 @@ def test_two_processes_on_one_seed_lose_nothing_and_train_once(tmp_path):
     assert p.returncode == 0, err[-3000:]
     errs.append(err)
   assert sorted(m for _, m in _rows(tmp_path)) == ['ae_kmeans', 'dec', 'idec', 'kmeans']
-  assert sum(' pretraining: 3 epochs' in err for err in errs) == 1, errs  # pretrained by exactly one of them
+  assert sum(' pretraining of seed 0: 3 epochs' in err for err in errs) == 1, errs  # pretrained by exactly one of them
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
