@@ -108,7 +108,7 @@ def test_rerun_skips_finished_trials(copy_of_bench, monkeypatch):
   def must_not_run(*args, **kwargs):
     raise AssertionError('a finished trial was run again')
 
-  monkeypatch.setattr(benchmark, 'run_trial', must_not_run)
+  monkeypatch.setattr(benchmark, 'run_trials', must_not_run)
   benchmark.run(config, workdir)
   assert results.read_trials(workdir / 'trials.csv') == before  # (re-read: '30' comes back as 30.0)
   # Seeds and methods may change when resuming: a subset of what is done runs nothing either.
@@ -119,14 +119,14 @@ def test_rerun_skips_finished_trials(copy_of_bench, monkeypatch):
 
 def test_processes_running_other_seeds_share_the_workdir(tmp_path, monkeypatch):
   """Seed 1 finishes in another process while seed 0 runs: neither record is lost, the last table has both."""
-  real_trial, others = benchmark.run_trial, []
+  real_trials, others = benchmark.run_trials, []
 
-  def seed_1_finishes_meanwhile(run, method):
-    if run.seed == 0 and not others:
+  def seed_1_finishes_meanwhile(runs, method):
+    if runs[0].seed == 0 and not others:
       others.append(benchmark.run(_small_config(methods='kmeans', first_seed=1, seeds=1), tmp_path))
-    return real_trial(run, method)
+    return real_trials(runs, method)
 
-  monkeypatch.setattr(benchmark, 'run_trial', seed_1_finishes_meanwhile)
+  monkeypatch.setattr(benchmark, 'run_trials', seed_1_finishes_meanwhile)
   payload = benchmark.run(_small_config(methods='kmeans', seeds=1), tmp_path)
   assert others[0]['seeds'] == [1] and payload['seeds'] == [0]  # each table: the seeds its command asked for
   assert sorted((int(r['seed']), r['method']) for r in _trials(tmp_path)) == [(0, 'kmeans'), (1, 'kmeans')]
@@ -162,7 +162,7 @@ def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_o
   assert (workdir / 'seed_0' / 'trials.csv').exists()  # moved in; seed 1's rows dropped with its folder
 
   shutil.copytree(seed_1, workdir / 'seed_1')  # a seed run in another workdir with the same config
-  monkeypatch.setattr(benchmark, 'run_trial', lambda *a, **k: pytest.fail('a finished trial was run again'))
+  monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('a finished trial was run again'))
   payload = benchmark.run(config, workdir)
   assert payload['seeds'] == [0, 1] and results.read_trials(workdir / 'trials.csv') == before
 
@@ -171,7 +171,7 @@ def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_o
                                     {'model.dims': (32, 16, 5)}, {'protocol': 'holdout'}])
 def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkeypatch):
   _, workdir = copy_of_bench
-  monkeypatch.setattr(benchmark, 'run_trial', lambda *a, **k: pytest.fail('must refuse before any trial'))
+  monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('must refuse before any trial'))
   config = _small_config(**change)
   with pytest.raises(UserError) as e:
     benchmark.run(config, workdir)
@@ -216,25 +216,6 @@ def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):
   assert records.stale_methods(workdir, 0, ['kmeans', 'dec', 'idec'], now) == ['idec']
 
 
-def test_seed_batched_run_gives_the_trials_of_seed_by_seed(bench, tmp_path):
-  """Both seeds pretrain and fine-tune as one program: the same trials, to float rounding (test_seed_batch.py)."""
-  config, workdir, _ = bench
-  batched = config.copy_and_resolve_references()
-  batched.seed_batch = 2
-  benchmark.run(batched, tmp_path)
-  key = lambda r: (r['seed'], r['method'])
-  alone, together = sorted(_trials(workdir), key=key), sorted(_trials(tmp_path), key=key)
-  assert [key(r) for r in alone] == [key(r) for r in together]
-  for a, b in zip(alone, together):
-    np.testing.assert_allclose([float(a[k]) for k in results.METRICS], [float(b[k]) for k in results.METRICS],
-                               rtol=0, atol=1e-3)
-    assert a['iterations'] == b['iterations']
-  for seed in (0, 1):  # per-seed records, as without batching
-    assert all((tmp_path / f'seed_{seed}' / phase / 'params').is_dir() for phase in ('ae', 'dec', 'idec'))
-  # Re-running resumes: nothing left to do.
-  assert benchmark.run(batched, tmp_path)['methods'] == json.loads((tmp_path / 'summary.json').read_text())['methods']
-
-
 def test_holdout_scores_only_held_out_images(tmp_path):
   """Two seeds as one batch (seed_batch=2): each clusters its own fit split."""
   config = _small_config(seeds=2, seed_batch=2, protocol='holdout', methods='kmeans,ae_kmeans,dec')
@@ -255,6 +236,12 @@ def test_holdout_scores_only_held_out_images(tmp_path):
   other_fit, _ = train.split_train_val(N_DIGITS, 0.3, 1)
   assert np.load(tmp_path / 'seed_1' / 'ae_kmeans.npz')['labels'].shape == (len(other_fit),)
   assert not np.array_equal(np.load(tmp_path / 'seed_1' / 'dec_labels.npz')['index'], eval_idx)
+  for seed in (0, 1):  # per-seed records, as without batching
+    assert all((tmp_path / f'seed_{seed}' / phase / 'params').is_dir() for phase in ('ae', 'dec'))
+  # Re-running resumes: nothing left to do. (Batched against seed by seed: tests/test_seed_batch.py.)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(benchmark, 'run_trials', lambda *a: pytest.fail('a finished trial was run again'))
+    assert benchmark.run(config, tmp_path)['methods'] == payload['methods']
 
 
 # ------------------------------------------------------------------------------------------- the launcher

@@ -37,7 +37,7 @@ BAD = [
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])
 def test_bad_settings_refused_before_any_work(change, message, tmp_path, monkeypatch):
   monkeypatch.setattr(benchmark.SeedRun, 'autoencoder', lambda self: pytest.fail('work started'))
-  monkeypatch.setattr(benchmark, 'run_trial', lambda *a: pytest.fail('work started'))
+  monkeypatch.setattr(benchmark, 'run_trials', lambda *a: pytest.fail('work started'))
   with pytest.raises(UserError) as e:
     benchmark.run(_small_config(**change), tmp_path)
   assert message in str(e.value)

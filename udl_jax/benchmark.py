@@ -167,14 +167,10 @@ def pretrain(runs: list[SeedRun]) -> None:
     run._pretrained(state, history)
 
 
-def run_trial(run: SeedRun, method: str) -> tuple[dict, np.ndarray, np.ndarray | None]:
-  """(trial row, labels of the evaluation set, confidence or None) of one method on one seed."""
-  return run_trials([run], method)[0]
-
-
 def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
-  """`run_trial` of one method on several seeds: a fine-tuning method trains them as one seed batch, the
-  other kinds (k-means, clusterers of the embedding, methods with their own training) go seed by seed."""
+  """(trial row, labels of the evaluation set, confidence or None) of one method on each seed of `runs`: a
+  fine-tuning method trains them as one seed batch, the other kinds (k-means, clusterers of the embedding,
+  methods with their own training) go seed by seed."""
   config = runs[0].config
   if method in methods.BASELINES:
     outcomes = [_baseline_trial(run, method) for run in runs]
