@@ -127,13 +127,13 @@ def test_leftovers_of_killed_writes_are_cleaned(copy):
 
 # ---------------------------------------------------------------------------------------- real processes
 
-def _launch(workdir, *flags, **popen) -> subprocess.Popen:
+def _launch(workdir, *flags) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   args = ['--config=configs/benchmark.py', '--config.seeds=1', '--config.pretrain.epochs=3',
           '--config.model.dims=(32,16,6)', '--config.cluster.maxiter=30', '--config.cluster.kmeans_n_init=2',
           f'--workdir={workdir}', *flags]
   return subprocess.Popen([sys.executable, '-m', 'experiments.benchmark', *args], cwd=REPO_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_two_processes_on_one_seed_lose_nothing_and_train_once(tmp_path):
@@ -150,9 +150,13 @@ def test_two_processes_on_one_seed_lose_nothing_and_train_once(tmp_path):
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
-  # A suite started in the background (`nohup pytest &`) hands its children SIGINT ignored: give it back.
-  proc = _launch(tmp_path, '--config.pretrain.epochs=100000', '--config.methods=ae_kmeans',
-                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # A suite started in the background (`nohup pytest &`) ignores SIGINT, and a child inherits that: the child
+  # starts while this process handles SIGINT instead (a handler, unlike 'ignore', does not survive exec).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = _launch(tmp_path, '--config.pretrain.epochs=100000', '--config.methods=ae_kmeans')
+  finally:
+    signal.signal(signal.SIGINT, previous)
   deadline = time.monotonic() + 120
   log = tmp_path / 'log.txt'
   while time.monotonic() < deadline and not (log.exists() and 'epoch 2/' in log.read_text()):
