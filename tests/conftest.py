@@ -95,6 +95,23 @@ def digits():
   return data.load('digits')
 
 
+@pytest.fixture(scope='session')
+def pretrained(digits):
+  """A small dense autoencoder pretrained on all of digits: (model, params, x, y). Shared by the DEC-loop and
+  VaDE tests."""
+  import jax
+  from udl_jax import config, models, train
+  model_cfg = config.model_block('ae')
+  model_cfg.dims = (256, 64, 10)
+  train_cfg = config.train_block()
+  train_cfg.epochs, train_cfg.batch_size = 50, 256
+  model = models.make_model('ae', digits.image_shape, model_cfg)
+  x = models.model_input('ae', digits.x)
+  state, history = train.fit('ae', model, model_cfg, train_cfg, x, None, seed=0)
+  assert history[-1]['loss'] < 0.5 * history[0]['loss']
+  return model, jax.device_get(state.params), x, digits.y
+
+
 @pytest.fixture
 def logged():
   """The lines `udl_jax.log.info` writes during the test."""

@@ -166,20 +166,6 @@ def toy_method():
 
 # ------------------------------------------------------------------------------------------ the DEC loop
 
-@pytest.fixture(scope='module')
-def pretrained(digits):
-  """A small dense autoencoder pretrained on all of digits: (model, params, x, y)."""
-  model_cfg = config.model_block('ae')
-  model_cfg.dims = (256, 64, 10)
-  train_cfg = config.train_block()
-  train_cfg.epochs, train_cfg.batch_size = 50, 256
-  model = models.make_model('ae', digits.image_shape, model_cfg)
-  x = models.model_input('ae', digits.x)
-  state, history = train.fit('ae', model, model_cfg, train_cfg, x, None, seed=0)
-  assert history[-1]['loss'] < 0.5 * history[0]['loss']
-  return model, jax.device_get(state.params), x, digits.y
-
-
 def _cluster_cfg(method: str = 'dec', **overrides):
   c = config.method_cluster_block(config.cluster_block(), method)
   c.update_interval = 30

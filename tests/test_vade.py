@@ -9,7 +9,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from udl_jax import config, metrics, methods, models, parallel, train
+from udl_jax import metrics, methods, models, parallel
 from udl_jax.errors import UserError
 from udl_jax.methods import vade
 
@@ -69,20 +69,8 @@ def test_reconstruction_terms():
   np.testing.assert_allclose(vade.reconstruction_nll(logits, x, 'bernoulli'), [want], rtol=1e-5)
 
 
-@pytest.fixture(scope='module')
-def seed_input(digits):
-  model_cfg = config.model_block('ae')
-  model_cfg.dims = (256, 64, 10)
-  train_cfg = config.train_block()
-  train_cfg.epochs, train_cfg.batch_size = 20, 256
-  model = models.make_model('ae', digits.image_shape, model_cfg)
-  x = models.model_input('ae', digits.x)
-  state, _ = train.fit('ae', model, model_cfg, train_cfg, x, None, seed=0)
-  return model, jax.device_get(state.params), x
-
-
-def test_vade_learns_on_digits(seed_input, digits, tmp_path):
-  model, params, x = seed_input
+def test_vade_learns_on_digits(pretrained, digits, tmp_path):
+  model, params, x, _ = pretrained
   seed = methods.Seed(model=model, ae_params=params, x=x, y=digits.y, n_clusters=10, init=None, seed=0,
                       config=None, workdir=tmp_path, mesh=parallel.make_mesh())
   labels, q, history = methods.get('vade', epochs=10).run(seed)

@@ -79,9 +79,7 @@ class SeedRun:
 
   def autoencoder(self) -> tuple[dict, float]:
     """(params, pretraining seconds), training or resuming as needed."""
-    if self._ae is None:
-      self._ae = self._finished_autoencoder()
-    if self._ae is None:
+    if self.needs_pretraining():
       pretrain([self])
     return self._ae
 

@@ -200,6 +200,7 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
                                  image_shape)
   orders = jnp.asarray(np.stack([np.random.default_rng(seed).permutation(n) for seed in seed_ids]))
   augment_keys = jnp.stack([_augment_key(seed) for seed in seed_ids])
+  y_rows = [None if y is None else y[r] for r in rows]  # each seed's labels, for its scores
 
   states, method_states, last_labels, metas = [], [], [], []
   mngrs = [checkpoint.manager(d) for d in ckpt_dirs] if ckpt_dirs else [None] * num_seeds
@@ -247,9 +248,8 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
     for i in due:
       delta = float(np.mean(labels[i] != last_labels[i]))
       last_labels[i] = labels[i]
-      y_i = None if y is None else y[rows[i]]
       history_rows[i] = {'iteration': ite, 'delta_label': delta, 'update_seconds': update_seconds,
-                         **metrics.evaluate(y_i, labels[i])}
+                         **metrics.evaluate(y_rows[i], labels[i])}
       if not ((ite > 0 and delta < cfg.tol) or ite >= cfg.maxiter):
         training.append(i)
     if training:
