@@ -99,13 +99,27 @@ def settings(dataset: str) -> dict:
           'cluster_momentum': cluster.momentum, 'cluster_batch_size': cluster.batch_size}
 
 
+def _fresh_variance_scaling():
+  """DEC-keras's VarianceScaling(1/3, fan_in, uniform), one instance shared by every layer, drawing new values at
+  each layer as the Keras of 2018 did. tf_keras returns the same values from every call of an unseeded instance
+  (the two 500x500 kernels would start equal), so each call here gets its own seed from numpy's seeded generator."""
+  import tf_keras
+
+  class FreshVarianceScaling(tf_keras.initializers.VarianceScaling):
+    def __call__(self, shape, dtype=None, **kwargs):
+      config = {**self.get_config(), 'seed': int(np.random.randint(2**31 - 1))}
+      return tf_keras.initializers.VarianceScaling(**config)(shape, dtype=dtype, **kwargs)
+
+  return FreshVarianceScaling(scale=1 / 3, mode='fan_in', distribution='uniform')
+
+
 def run_seed(dec_module, scores: _Scores, x: np.ndarray, y: np.ndarray, n_clusters: int, s: dict, seed: int,
              folder: Path) -> list[dict]:
   """One seed of DEC-keras: the ae_kmeans and dec trial rows."""
   import tf_keras
   tf_keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow
   folder.mkdir(parents=True, exist_ok=True)
-  init = tf_keras.initializers.VarianceScaling(1 / 3, 'fan_in', 'uniform') if s['init'] == 'dec' else 'glorot_uniform'
+  init = _fresh_variance_scaling() if s['init'] == 'dec' else 'glorot_uniform'
   optimizer = tf_keras.optimizers.SGD(s['learning_rate'], momentum=s['momentum']) if s['optimizer'] == 'sgd' \
       else tf_keras.optimizers.Adam(s['learning_rate'])
   kmeans_seconds = []

@@ -6,7 +6,8 @@
       --config.data_dir=PHOTOS --config.n_clusters=8 --workdir=runs/photos
 
 Argument keys (after the colon): dataset=NAME (digits, mnist, mnist_test, fashion_mnist, fashion_mnist_test,
-usps, folder); --config.dataset=NAME applies the same preset. Everything else is a flag: --config.KEY=VALUE (a
+usps, folder); --config.dataset=NAME applies the same preset. reference=dec_keras: DEC-keras's reference mode, every
+detail of its code that can change a number (udl_jax/config.py, `apply_preset`); --config.reference=dec_keras too. Everything else is a flag: --config.KEY=VALUE (a
 typo fails: the config is locked). --print_config shows the resolved config and the planned trials.
 """
 
@@ -15,13 +16,14 @@ import ml_collections
 from udl_jax import config as udl_config
 
 
-ARGUMENTS = ('dataset',)  # the keys after the colon; --config.dataset=NAME is read as dataset=NAME here
+ARGUMENTS = ('dataset', 'reference')  # the keys after the colon; --config.dataset=NAME is read as dataset=NAME here
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = udl_config.parse_arg(arg)
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
+  c.reference = ''            # 'dec_keras': follow DEC-keras's code where it differs (init, partial batches, order)
   c.data_dir = ''             # '' = $UDL_DATA_DIR, then system paths, then TensorFlow Datasets
   c.download = ml_collections.config_dict.placeholder(bool)  # TensorFlow Datasets download: None = when online
   c.image_size = 28           # folder datasets: images are resized to this square
@@ -41,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = udl_config.model_block('ae')
   c.pretrain = udl_config.train_block()
   c.cluster = udl_config.cluster_block()
-  udl_config.apply_preset(c, args.pop('dataset', 'digits'))
+  udl_config.apply_preset(c, args.pop('dataset', 'digits'), args.pop('reference', ''))
   if args:
-    raise udl_config.UserError(f'unknown config argument(s) {sorted(args)}; valid: dataset')
+    raise udl_config.UserError(f'unknown config argument(s) {sorted(args)}; valid: dataset, reference')
   return c

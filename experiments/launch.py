@@ -50,7 +50,7 @@ PRINT_CONFIG = flags.DEFINE_bool('print_config', False, 'Print the resolved conf
                                   'exit without running anything.')
 # Config-file arguments (`--config=FILE:KEY=VALUE`) that are also config keys: overriding the key with a flag
 # rebuilds the config from the file with that argument, so the preset it selects follows it.
-ARGUMENT_KEYS = {'dataset': 'dataset', 'model': 'model.name'}
+ARGUMENT_KEYS = {'dataset': 'dataset', 'model': 'model.name', 'reference': 'reference'}
 
 
 def _load_config_module(path: str):

@@ -360,12 +360,14 @@ def test_default_run_leaves_no_checkpoints_of_finished_phases(tmp_path):
 
 
 def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path):
-  """--config.dataset=mnist_test resolves as :dataset=mnist_test (its preset), other flags still win, and
-  --print_config shows it and the plan without touching the workdir or loading data."""
+  """--config.dataset=mnist_test (and --config.reference=dec_keras) resolve as :dataset=mnist_test,reference=dec_keras
+  (the preset and DEC-keras's reference mode), other flags still win, and --print_config shows it and the plan
+  without touching the workdir or loading data."""
   runs = {name: _launcher(*args, f'--workdir={tmp_path / name}', '--print_config') for name, args in {
-      'flag': ['--config.dataset=mnist_test', '--config.pretrain.learning_rate=0.5', '--config.seeds=2'],
-      'colon': ['--config=configs/benchmark.py:dataset=mnist_test', '--config.pretrain.learning_rate=0.5',
-                '--config.seeds=2']}.items()}
+      'flag': ['--config.dataset=mnist_test', '--config.reference=dec_keras', '--config.pretrain.learning_rate=0.5',
+               '--config.seeds=2'],
+      'colon': ['--config=configs/benchmark.py:dataset=mnist_test,reference=dec_keras',
+                '--config.pretrain.learning_rate=0.5', '--config.seeds=2']}.items()}
   out = {}
   for name, p in runs.items():
     stdout, err = p.communicate(timeout=120)
@@ -373,6 +375,7 @@ def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path)
     out[name] = stdout
   assert out['flag'] == out['colon'].replace(str(tmp_path / 'colon'), str(tmp_path / 'flag'))
   assert 'epochs: 300' in out['flag'] and 'optimizer: sgd' in out['flag'] and 'learning_rate: 0.5' in out['flag']
+  assert 'batch_order: in_order' in out['flag'] and 'partial_batch: true' in out['flag']
   assert 'seed 1: run kmeans, ae_kmeans, dec, idec' in out['flag'] and 'seed 2' not in out['flag']
   assert not any(tmp_path.iterdir())
 

@@ -330,3 +330,46 @@ def test_dcec_is_idec_on_the_convolutional_backbone(digits):
   assert all(np.isfinite(h['loss']) for h in result.history if 'loss' in h)
   assert np.abs(result.centres - init[1]).max() > 1e-4  # the centres and the encoder trained
   assert np.abs(jax.tree.leaves(result.params['ae'])[0] - jax.tree.leaves(params)[0]).max() > 1e-5
+
+
+@pytest.mark.parametrize('batch_order, visits', [
+    # 70 rows, batches of 32: DEC-keras's walk is rows 0-31, 32-63, 64-69, then 0-31 again.
+    ('in_order', [np.r_[np.full(32, 2), np.ones(38)], 4]),
+    # The default wraps around a fixed permutation: 4 x 32 = 128 visits, rows taken twice where it wrapped.
+    ('shuffled', [None, 4]),
+])
+def test_batch_order_walks_the_rows_as_configured(batch_order, visits):
+  """Which rows each step trains on, seen through a method whose state counts the rows of every batch (the hook
+  DCN uses). In order with the partial batch (DEC-keras's walk), every row once per pass of 3 steps."""
+  n, batch_size = 70, 32
+  expected, steps = visits
+  model_cfg = config.model_block('ae')
+  model_cfg.dims = (8, 2)
+  model = models.make_model('ae', (1, 4, 1), model_cfg)
+  x = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+  params = train.init_state(model, x, train.make_optimizer(_cluster_cfg()), jax.random.key(0)).params
+  counting = methods.FineTuner('count', loss=lambda b: clustering.kl_divergence(b.p, b.q),
+                               init_state=lambda labels, centres: jnp.zeros(n),
+                               update=lambda counts, centres, z, idx: (counts.at[idx].add(1.0), centres))
+  cfg = _cluster_cfg(batch_size=batch_size, update_interval=steps, maxiter=steps, tol=0.0)
+  cfg.batch_order = batch_order
+  result_counts = []
+
+  original = dec.make_seeds_chunk
+  def spy(*args, **kwargs):
+    chunk = original(*args, **kwargs)
+    def run(carries, *rest):
+      carries, loss = chunk(carries, *rest)
+      result_counts.append(np.asarray(carries[1])[0])
+      return carries, loss
+    return run
+  init = (np.arange(n) % 2, np.zeros((2, 2), np.float32))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(dec, 'make_seeds_chunk', spy)
+    dec.run(model, params, x, None, 2, counting, cfg, seed=0, init=init)
+  [counts] = result_counts
+  assert counts.sum() == steps * batch_size - (batch_size - n % batch_size) * (batch_order == 'in_order')
+  if expected is not None:
+    np.testing.assert_array_equal(counts, expected)
+  else:
+    assert sorted(np.unique(counts)) == [1, 2] and (counts == 2).sum() == steps * batch_size - n

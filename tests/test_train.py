@@ -227,17 +227,33 @@ def test_split_train_val():
   assert not np.array_equal(va, train.split_train_val(1000, 0.1, seed=4)[1])
 
 
-def test_looped_epoch_matches_scanned_epoch(digits):
-  """The Python-loop epoch (used for convolutions on the CPU) takes exactly the scan's steps."""
+@pytest.mark.parametrize('partial_batch', [False, True])
+def test_looped_epoch_matches_scanned_epoch(digits, partial_batch):
+  """The Python-loop epoch (used for convolutions on the CPU) takes exactly the scan's steps, Keras' last
+  partial batch (here 52 rows) included."""
   model = models.make_model('ae', digits.image_shape, _model_cfg('ae'))
-  x = digits.flat[:N_TRAIN]
+  x = digits.flat[:N_TRAIN - 12]  # 500 rows: 7 batches of 64 and 52 left over
   loss_fn = losses.make_loss_fn('ae', model, _model_cfg('ae'))
   tx = train.make_optimizer(_train_cfg())
   mesh = train.parallel.make_mesh()
   out = []
   for scan in (True, False):
     state = train.init_state(model, x, tx, jax.random.key(0))
-    state, metrics = train.make_train_epoch(loss_fn, 64, mesh, scan=scan)(state, x, jax.random.key(1))
+    epoch = train.make_train_epoch(loss_fn, 64, mesh, scan=scan, partial_batch=partial_batch)
+    state, metrics = epoch(state, x, jax.random.key(1))
     out.append((jax.device_get(state.params), float(metrics['loss'])))
   _assert_trees_equal(out[0][0], out[1][0], atol=1e-6)
   np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6)
+
+
+def test_partial_batch_trains_every_row_once_and_leaves_the_full_batches_as_they_were():
+  """Keras' fit (DEC-keras's pretraining) also steps on an epoch's last, smaller batch: with partial_batch the
+  epoch's batches cover every row exactly once; the full batches are those of the default epoch, which drops
+  the rows left over."""
+  key = jax.random.key(3)
+  (full, keys), (rest, rest_key) = train._epoch_plan(100, key, 32, partial=4)
+  np.testing.assert_array_equal(np.sort(np.r_[np.ravel(full), rest]), np.arange(100))
+  default, default_keys = train._epoch_plan(100, key, 32)
+  np.testing.assert_array_equal(full, default)
+  np.testing.assert_array_equal(jax.random.key_data(keys), jax.random.key_data(default_keys))
+  assert train.partial_batch_size(100, 32, train.parallel.make_mesh()) == 4

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import autoencoder as autoencoder_config
+from configs import autoencoder as autoencoder_config, benchmark as benchmark_config
 from test_benchmark import _launcher, _small_config
 from udl_jax import assign, autoencoder, benchmark, dec, methods, models
 from udl_jax.errors import UserError
@@ -31,7 +31,23 @@ BAD = [
     ({'cluster.method_overrides.idec.batch_size': 3000}, 'cluster batch_size 3000 of idec'),
     ({'cluster.method_overrides.idec.checkpoint_every': 0}, 'idec.checkpoint_every must be >= 1'),
     ({'cluster.method_kwargs.idec.gama': 0.1}, "'idec' has no hyperparameter 'gama' (cluster.method_kwargs.idec); it takes: gamma"),
+    ({'cluster.batch_order': 'random'}, "cluster.batch_order must be one of shuffled, in_order, got 'random'"),
+    ({'model.kernel_init': 'he_normal'}, "unknown model.kernel_init 'he_normal'"),
 ]
+
+
+def test_reference_mode_follows_dec_keras_where_it_differs():
+  """reference=dec_keras: Keras' glorot_uniform for DEC-keras's Adam presets (its SGD ones keep their
+  VarianceScaling), Keras' partial last batch in pretraining, its in-order DEC batches; the default is unchanged."""
+  usps, mnist, default = (benchmark_config.get_config(a) for a in
+                          ('dataset=usps,reference=dec_keras', 'dataset=mnist,reference=dec_keras', 'dataset=usps'))
+  assert (usps.model.kernel_init, usps.pretrain.partial_batch, usps.cluster.batch_order) == \
+      ('glorot_uniform', True, 'in_order')
+  assert (mnist.model.kernel_init, mnist.pretrain.partial_batch, mnist.reference) == ('dec', True, 'dec_keras')
+  assert (default.model.kernel_init, default.pretrain.partial_batch, default.cluster.batch_order) == \
+      ('lecun_normal', False, 'shuffled')
+  with pytest.raises(UserError, match='unknown reference'):
+    benchmark_config.get_config('dataset=usps,reference=dec')
 
 
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])

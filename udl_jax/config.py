@@ -19,7 +19,7 @@ def model_block(name: str = 'ae') -> ml_collections.ConfigDict:
       'activation': 'relu',
       'bottleneck_activation': 'linear',  # 'sigmoid' for the article's 10-unit sigmoid code
       'output_activation': 'linear',
-      'kernel_init': 'lecun_normal',     # or 'dec': VarianceScaling(1/3, fan_in, uniform) as DEC-keras
+      'kernel_init': 'lecun_normal',     # or 'dec': VarianceScaling(1/3, fan_in, uniform), or 'glorot_uniform'
       'sparsity_weight': 1e-4,           # sparse_ae: weight of the L1 activity penalty
       'sparsity_layers': 'all',          # sparse_ae: 'all' hidden layers or only the 'code'
       'noise_amount': 0.2,               # dae: share of pixels set to 0 or 1
@@ -41,6 +41,7 @@ def train_block() -> ml_collections.ConfigDict:
       'patience': 0,                     # epochs without improvement before stopping; 0 = never stop early
       'checkpoint_every': 10,            # epochs
       'augment': False,                  # train on randomly shifted (<= 10%) and rotated (<= 10 deg) copies (DEC-DA)
+      'partial_batch': False,            # also a step on each epoch's last partial batch, as Keras' fit does
   })
 
 
@@ -56,6 +57,7 @@ def cluster_block() -> ml_collections.ConfigDict:
       'maxiter': 20000,
       'kmeans_n_init': 20,
       'checkpoint_every': 5,             # target updates
+      'batch_order': 'shuffled',         # or 'in_order': DEC-keras's walk through the data (see udl_jax/dec.py)
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
       'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcn': {'weight': 0.05},
                         'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0},
@@ -86,7 +88,8 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
 
 
 # Keys added after runs were saved: a saved config without one ran with this value (dotted names).
-ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False}
+ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False, 'pretrain.partial_batch': False,
+                  'train.partial_batch': False, 'cluster.batch_order': 'shuffled', 'reference': ''}
 
 # What configs written before these cluster keys existed ran with (for comparing a saved run's settings).
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}
@@ -107,6 +110,8 @@ def method_settings(cluster: dict, method: str) -> dict:
     return {'kmeans_n_init': resolved['kmeans_n_init'], 'hyperparameters': kwargs}
   resolved.pop('method_overrides', None)
   resolved.pop('checkpoint_every', None)  # when to save does not change the result
+  for key in [k for k in resolved if resolved[k] == ADDED_DEFAULTS.get(f'cluster.{k}', ...)]:
+    del resolved[key]  # a key added later, at the value trials recorded before it ran with
   return {**resolved, 'hyperparameters': kwargs}
 
 
@@ -128,19 +133,35 @@ PRESETS = {
 
 
 KEEP_CHECKPOINTS = ('keep', 'last', 'none')
+BATCH_ORDERS = ('shuffled', 'in_order')
 
 
-def apply_preset(config: ml_collections.ConfigDict, dataset: str) -> None:
+REFERENCES = ('', 'dec_keras')
+
+
+def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str = '') -> None:
+  """The dataset's preset; with reference='dec_keras' also every detail in which DEC-keras's code differs from
+  udl_jax's defaults and that can change a number (its reference mode):
+    - kernel init: glorot_uniform (Keras' default) for its Adam presets, here lecun_normal;
+    - pretraining: a step on each epoch's last partial batch too (Keras' fit), here dropped;
+    - DEC: batches walk the data in its own order with a partial last batch, here a seeded permutation.
+  """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
+  if reference not in REFERENCES:
+    raise UserError(f"unknown reference '{reference}'; valid: dec_keras (or none)")
   preset = PRESETS[dataset]
   config.dataset = dataset
+  config.reference = reference
   config.pretrain.epochs = preset['pretrain_epochs']
   config.pretrain.optimizer = preset['optimizer']
   config.pretrain.learning_rate = preset['learning_rate']
   config.pretrain.checkpoint_every = preset.get('checkpoint_every', train_block().checkpoint_every)
-  config.model.kernel_init = 'dec' if preset['optimizer'] == 'sgd' else 'lecun_normal'
+  adam_init = 'glorot_uniform' if reference == 'dec_keras' else 'lecun_normal'
+  config.model.kernel_init = 'dec' if preset['optimizer'] == 'sgd' else adam_init
+  config.pretrain.partial_batch = reference == 'dec_keras'
   config.cluster.update_interval = preset['update_interval']
+  config.cluster.batch_order = 'in_order' if reference == 'dec_keras' else 'shuffled'
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -173,6 +194,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.image_size >= 2, f'image_size must be >= 2, got {config.image_size}')
   _check(config.model.name in models.MODEL_NAMES,
          f"unknown model '{config.model.name}'; valid: {', '.join(models.MODEL_NAMES)}")
+  _check(config.model.kernel_init in models.KERNEL_INITS,
+         f"unknown model.kernel_init '{config.model.kernel_init}'; valid: {', '.join(models.KERNEL_INITS)}")
   for block in ('pretrain', 'train'):
     if block in config:
       b = config[block]
@@ -201,6 +224,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       _check(b.checkpoint_every >= 1, f'{label}.checkpoint_every must be >= 1 (target updates)')
       _check(b.alpha > 0, f'{label}.alpha must be > 0')
       _check(0 <= b.tol < 1, f'{label}.tol must be in [0, 1)')
+      _check(b.get('batch_order', 'shuffled') in BATCH_ORDERS,
+             f"{label}.batch_order must be one of {', '.join(BATCH_ORDERS)}, got '{b.get('batch_order')}'")
       _check_optimizer(label, b)
   if 'methods' in config:
     known = methods.BASELINES + methods.names()

@@ -5,7 +5,8 @@
      argmax Q; stop when fewer than `tol` of the labels changed since the last update (or at `maxiter`).
   3. Between two updates, `update_interval` steps on (encoder [+ decoder], centres) run as one `lax.scan`; a
      method with state (DCN) updates it, and may move the centres, after every step.
-Batches walk through one fixed seeded permutation of the data, wrapping around, so a run resumed from a
+Batches walk through one fixed seeded permutation of the data, wrapping around (or, with
+`cluster.batch_order='in_order'`, through the data in its own order as DEC-keras does), so a run resumed from a
 checkpoint (taken at an update boundary) repeats the uninterrupted run exactly.
 """
 
@@ -23,7 +24,7 @@ from flax.training import train_state
 from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress, seed_batch
 from udl_jax.errors import UserError
 from udl_jax.methods import Batch, FineTuner, student_t
-from udl_jax.train import embed, make_optimizer
+from udl_jax.train import embed, make_optimizer, partial_batch_size
 
 
 @dataclasses.dataclass
@@ -69,10 +70,12 @@ def predict_on_host(model, params, x: np.ndarray, assign, mesh=None,
 
 
 def _chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
-           image_shape: tuple[int, int, int] | None):
+           image_shape: tuple[int, int, int] | None, in_order: bool = False):
   """chunk(carry, x, rows, p, order, augment_key, first_step, num_steps) -> (carry, mean loss), unjitted.
 
-  `order` is a permutation of the n rows being clustered; `rows` their indices in x (x itself when None)."""
+  `order` is a permutation of the n rows being clustered; `rows` their indices in x (x itself when None). Step s
+  trains on the batch_size rows of `order` from s * batch_size on, wrapping around; `in_order` walks as DEC-keras
+  does instead: the full batches, then the rows left over as a smaller batch, then from the start again."""
   if method.augment and image_shape is None:
     raise UserError(f'{method.name} augments its batches: it needs the image shape of the rows')
   assign = assignment(method, alpha)
@@ -92,10 +95,17 @@ def _chunk(model, method: FineTuner, alpha: float, batch_size: int, update_inter
 
   def chunk(carry, x, rows, p, order, augment_key, first_step, num_steps):
     n = order.shape[0]
+    full, partial = n // batch_size, partial_batch_size(n, batch_size, mesh) if in_order else 0
 
     def step(carry, s):
+      if not partial:
+        return train_on(carry, order[(s * batch_size + jnp.arange(batch_size)) % n], s)
+      b = s % (full + 1)
+      return jax.lax.cond(b < full, lambda c: train_on(c, order[b * batch_size + jnp.arange(batch_size)], s),
+                          lambda c: train_on(c, order[full * batch_size + jnp.arange(partial)], s), carry)
+
+    def train_on(carry, idx, s):
       state, method_state = carry
-      idx = order[(s * batch_size + jnp.arange(batch_size)) % n]
       batch_rows = x[idx] if rows is None else x[rows[idx]]
       if method.augment:
         moved = augment.random_affine(jax.random.fold_in(augment_key, s), batch_rows.reshape(-1, *image_shape))
@@ -120,11 +130,11 @@ def _augment_key(seed: int) -> jax.Array:
 
 
 def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
-                     image_shape: tuple[int, int, int] | None = None, seed: int = 0):
+                     image_shape: tuple[int, int, int] | None = None, seed: int = 0, in_order: bool = False):
   """jit(chunk((state, method_state), x, p, order, first_step, num_steps) -> ((state, method_state), mean loss)):
   the steps between two target updates, as one `lax.scan`. A method that augments moves each batch as
   `image_shape` images, with a key made from `seed` and the step (a resumed run draws the same moves)."""
-  chunk = _chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape)
+  chunk = _chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape, in_order)
   key = _augment_key(seed)
   return jax.jit(lambda carry, x, p, order, first_step, num_steps: chunk(carry, x, None, p, order, key, first_step,
                                                                          num_steps),
@@ -132,11 +142,11 @@ def make_train_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
 
 
 def make_seeds_chunk(model, method: FineTuner, alpha: float, batch_size: int, update_interval: int, mesh,
-                     num_seeds: int, image_shape: tuple[int, int, int] | None = None):
+                     num_seeds: int, image_shape: tuple[int, int, int] | None = None, in_order: bool = False):
   """jit(chunk(carries, x, rows, p, orders, augment_keys, active, first_step, num_steps)): `make_train_chunk`
   for S seeds as one program (`udl_jax.seed_batch`); x is shared, the rest has a leading seed axis, and the
   seeds not `active` keep their state. The carries are donated."""
-  chunk = seed_batch.over_seeds(_chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape),
+  chunk = seed_batch.over_seeds(_chunk(model, method, alpha, batch_size, update_interval, mesh, image_shape, in_order),
                                 num_seeds, (0, None, 0, 0, 0, 0, None, None))
 
   def seeds_chunk(carries, x, rows, p, orders, augment_keys, active, first_step, num_steps):
@@ -196,9 +206,11 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
           lambda: clustering.kmeans(z, n_clusters, seed, cfg.kmeans_n_init),
           (np.zeros(n, np.int32), np.zeros((n_clusters, z.shape[1]), np.float32))))
   tx = make_optimizer(cfg)
+  in_order = cfg.get('batch_order', 'shuffled') == 'in_order'
   train_chunk = make_seeds_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh, num_seeds,
-                                 image_shape)
-  orders = jnp.asarray(np.stack([np.random.default_rng(seed).permutation(n) for seed in seed_ids]))
+                                 image_shape, in_order)
+  orders = jnp.asarray(np.stack([np.arange(n) if in_order else np.random.default_rng(seed).permutation(n)
+                                 for seed in seed_ids]))
   augment_keys = jnp.stack([_augment_key(seed) for seed in seed_ids])
   y_rows = [None if y is None else y[r] for r in rows]  # each seed's labels, for its scores
 

@@ -22,6 +22,8 @@ KERNEL_INITS = {
     'lecun_normal': nn.initializers.lecun_normal(),
     # DEC-keras: VarianceScaling(scale=1/3, mode='fan_in', distribution='uniform'), used with SGD(lr=1).
     'dec': nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+    # Keras' default, which DEC-keras uses with its Adam presets (USPS, Reuters).
+    'glorot_uniform': nn.initializers.glorot_uniform(),
 }
 ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid, 'tanh': nn.tanh, 'linear': lambda x: x}
 

@@ -41,15 +41,26 @@ def init_state(model, x_example: np.ndarray, tx, rng: jax.Array) -> train_state.
   return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
-def _epoch_plan(n: int, key, batch_size: int, rows=None):
+def _epoch_plan(n: int, key, batch_size: int, rows=None, partial: int = 0):
   """Batch indices (num_batches, batch_size) of one shuffled epoch over n rows and one key per step; the
-  indices are into `rows` (the seed's training rows of a shared array) when given."""
+  indices are into `rows` (the seed's training rows of a shared array) when given. With `partial` > 0 also
+  the first `partial` of the rows left over (Keras' last partial batch) and their key."""
   num_batches = n // batch_size
   perm_key, step_key = jax.random.split(key)
-  order = jax.random.permutation(perm_key, n)[:num_batches * batch_size]
+  order = jax.random.permutation(perm_key, n)
   if rows is not None:
     order = rows[order]
-  return order.reshape(num_batches, batch_size), jax.random.split(step_key, num_batches)
+  full = (order[:num_batches * batch_size].reshape(num_batches, batch_size), jax.random.split(step_key, num_batches))
+  if not partial:
+    return full
+  rest = num_batches * batch_size
+  return full, (order[rest:rest + partial], jax.random.fold_in(step_key, num_batches))
+
+
+def partial_batch_size(n: int, batch_size: int, mesh) -> int:
+  """The rows of an epoch's last partial batch (Keras trains on them), cut to a multiple of the devices."""
+  devices = mesh.devices.size
+  return n % batch_size // devices * devices
 
 
 def epoch_as_scan(model_name: str) -> bool:
@@ -67,20 +78,28 @@ def _make_step(loss_fn: losses.LossFn, mesh) -> Callable:
   return step
 
 
-def _scanned_epoch(loss_fn: losses.LossFn, batch_size: int, mesh) -> Callable:
-  """epoch(state, x, key, rows) -> (state, mean metrics), unjitted: every step of the epoch as one lax.scan."""
+def _scanned_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, partial_batch: bool = False) -> Callable:
+  """epoch(state, x, key, rows) -> (state, mean metrics), unjitted: every step of the epoch as one lax.scan
+  (then, with `partial_batch`, one step on the rows left over, as Keras' fit does)."""
   step = _make_step(loss_fn, mesh)
 
   def epoch(state, x, key, rows=None):
     def body(state, inputs):
       return step(state, x, *inputs)
     n = x.shape[0] if rows is None else rows.shape[0]
-    state, metrics = jax.lax.scan(body, state, _epoch_plan(n, key, batch_size, rows))
-    return state, jax.tree.map(jnp.mean, metrics)
+    partial = partial_batch_size(n, batch_size, mesh) if partial_batch else 0
+    plan = _epoch_plan(n, key, batch_size, rows, partial)
+    state, metrics = jax.lax.scan(body, state, plan[0] if partial else plan)
+    if not partial:
+      return state, jax.tree.map(jnp.mean, metrics)
+    state, last = step(state, x, *plan[1])
+    full = n // batch_size * batch_size  # the epoch's mean over samples, as Keras reports it
+    return state, jax.tree.map(lambda m, l: (jnp.sum(m) * batch_size + l * partial) / (full + partial), metrics, last)
   return epoch
 
 
-def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool = True) -> Callable:
+def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool = True,
+                     partial_batch: bool = False) -> Callable:
   """jit(epoch(state, x, key, rows=None) -> (state, mean metrics)); the state buffer is donated. `rows`: the
   indices of the training rows in x (all of x when None).
 
@@ -90,24 +109,32 @@ def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool =
   """
   if not scan:
     step = _make_step(loss_fn, mesh)
-    plan = jax.jit(lambda n, key, rows: _epoch_plan(n, key, batch_size, rows), static_argnums=0)
+    plan = jax.jit(lambda n, key, rows, partial: _epoch_plan(n, key, batch_size, rows, partial),
+                   static_argnums=(0, 3))
     jit_step = jax.jit(step, donate_argnums=0)
 
     def looped_epoch(state, x, key, rows=None):
-      metrics = []
-      for idx, k in zip(*plan(x.shape[0] if rows is None else rows.shape[0], key, rows)):
+      n = x.shape[0] if rows is None else rows.shape[0]
+      partial = partial_batch_size(n, batch_size, mesh) if partial_batch else 0
+      batches = plan(n, key, rows, partial)
+      batches = list(zip(*batches[0])) + [batches[1]] if partial else list(zip(*batches))
+      metrics, sizes = [], []
+      for idx, k in batches:
         state, m = jit_step(state, x, idx, k)
         metrics.append(m)
-      return state, jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *metrics)
+        sizes.append(idx.shape[0])
+      weights = jnp.asarray(sizes, jnp.float32) / sum(sizes)
+      return state, jax.tree.map(lambda *v: jnp.sum(jnp.stack(v) * weights), *metrics)
     return looped_epoch
-  return jax.jit(_scanned_epoch(loss_fn, batch_size, mesh), donate_argnums=0)
+  return jax.jit(_scanned_epoch(loss_fn, batch_size, mesh, partial_batch), donate_argnums=0)
 
 
-def make_seeds_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int) -> Callable:
+def make_seeds_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int,
+                     partial_batch: bool = False) -> Callable:
   """jit(epoch(states, x, rows, keys, active) -> (states, metrics)): one epoch of S seeds as one program
   (`udl_jax.seed_batch`). x is shared; rows (S, n) are each seed's training rows, keys (S,) its epoch keys; the seeds
   not `active` (S,) keep their state. Metrics have a leading seed axis. The states are donated."""
-  epoch = seed_batch.over_seeds(_scanned_epoch(loss_fn, batch_size, mesh), num_seeds, (0, None, 0, 0))
+  epoch = seed_batch.over_seeds(_scanned_epoch(loss_fn, batch_size, mesh, partial_batch), num_seeds, (0, None, 0, 0))
 
   def seeds_epoch(states, x, rows, keys, active):
     new, metrics = epoch(states, x, keys, rows)
@@ -195,7 +222,8 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
       [train_state.TrainState.create(apply_fn=None, params=params, tx=tx) for params in initial_params]
   x_dev = parallel.replicate(x, mesh)
   train_rows = parallel.replicate(np.stack([tr for tr, _ in splits]).astype(np.int32), mesh)
-  train_epoch = _seeds_epoch(model_name, train_loss, cfg.batch_size, mesh, num_seeds)
+  partial_batch = cfg.get('partial_batch', False)
+  train_epoch = _seeds_epoch(model_name, train_loss, cfg.batch_size, mesh, num_seeds, partial_batch)
   evaluate = None
   if n_val:
     val_rows = parallel.replicate(np.stack([va for _, va in splits]).astype(np.int32), mesh)
@@ -217,7 +245,8 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   epoch_keys = jax.jit(jax.vmap(lambda key, epoch: jax.random.fold_in(jax.random.fold_in(key, 1), epoch),
                                 in_axes=(0, None)))
   keys = jnp.stack(keys)
-  samples_per_epoch = n_train // cfg.batch_size * cfg.batch_size
+  samples_per_epoch = n_train // cfg.batch_size * cfg.batch_size + \
+      (partial_batch_size(n_train, cfg.batch_size, mesh) if partial_batch else 0)
   start = min([m['epoch'] for m in metas if not m['done']], default=cfg.epochs)
   timed_epochs, timed_seconds = 0, 0.0
   label = f'{model_name} pretraining' + (f' ({num_seeds} seeds)' if num_seeds > 1 else '')
@@ -275,14 +304,15 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   return [(seed_batch.take(states, i), meta['history']) for i, meta in enumerate(metas)]
 
 
-def _seeds_epoch(model_name: str, loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int) -> Callable:
+def _seeds_epoch(model_name: str, loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int,
+                 partial_batch: bool) -> Callable:
   """The epoch `fit_seeds` runs: `make_seeds_epoch`, or for convolutions on the CPU (no scan) the looped epoch
   of `make_train_epoch` on a single seed."""
   if epoch_as_scan(model_name):
-    return make_seeds_epoch(loss_fn, batch_size, mesh, num_seeds)
+    return make_seeds_epoch(loss_fn, batch_size, mesh, num_seeds, partial_batch)
   if num_seeds > 1:
     raise ValueError(f'{model_name} on the CPU trains seed by seed (no scan): use a seed batch of 1')
-  looped = make_train_epoch(loss_fn, batch_size, mesh, scan=False)
+  looped = make_train_epoch(loss_fn, batch_size, mesh, scan=False, partial_batch=partial_batch)
 
   def one_seed(states, x, rows, keys, active):
     state, metrics = looped(seed_batch.take(states, 0), x, keys[0], rows[0])
