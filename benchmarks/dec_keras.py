@@ -185,7 +185,7 @@ def main(argv):
       'complete': True, 'missing_trials': 0, 'methods': summary, 'peer': 'DEC-keras', 'settings': s,
       'dec_keras': str(Path(_DEC_KERAS.value).expanduser()),
       'environment': {**results.environment(), 'tensorflow': tf.__version__, 'tf_keras': tf_keras.__version__}})
-  header = f'DEC-keras (reference code) on {_DATASET.value} ({len(x)} images), {len(seeds)} seeds\n\n'
+  header = f'DEC-keras (reference code) on {_DATASET.value} ({len(x)} images), {len(seeds)} seeds, NMI arithmetic\n\n'
   results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary) + results.table_notes(summary))
   print((workdir / 'table.md').read_text())
 

@@ -246,11 +246,29 @@ def check_finished(folders) -> None:
       sys.exit(f'results/{name} is unfinished ({reason}): finish its run and publish it again')
 
 
+SIDE_BY_SIDE = RESULTS / 'dec_keras_side_by_side'
+
+
+def side_by_side_section() -> str:
+  """udl_jax beside DEC-keras's own code, same data and seeds: each table `benchmarks.side_by_side` wrote there,
+  under the commands of its COMMAND.md."""
+  tables = sorted(SIDE_BY_SIDE.glob('*.md'))
+  tables = [t for t in tables if t.name not in ('COMMAND.md', 'README.md')]
+  if not tables:
+    return ''
+  notes = (SIDE_BY_SIDE / 'COMMAND.md').read_text().split('\n', 1)[1].strip() if (SIDE_BY_SIDE / 'COMMAND.md').exists() \
+      else ''
+  body = ''.join(f'{t.read_text().strip()}\n\n' for t in tables)
+  return ('## udl_jax beside DEC-keras\'s own code (`dec_keras_side_by_side`)\n\nThe reference code '
+          '(`benchmarks/dec_keras.py` runs it on tf-keras) and udl_jax on the same arrays and seeds, with DEC-keras\'s '
+          f'settings.\n\n{notes}\n\n{body}')
+
+
 def main() -> None:
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
   check_finished(set(names) | {f for folders in CROSS_COLUMNS.values() for f in folders})
   page = HEADER + PUBLISHED + '\n' + cross_method_section() + ''.join(table_section(n, TABLES[n]) for n in names)
-  page += epochs_section() + precision_section() + assign_section() + autoencoder_section()
+  page += side_by_side_section() + epochs_section() + precision_section() + assign_section() + autoencoder_section()
   (RESULTS / 'README.md').write_text(page)
   readme = README.read_text()
   start, end = '<!-- results:start -->\n', '<!-- results:end -->'

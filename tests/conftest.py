@@ -14,6 +14,15 @@ if str(REPO_ROOT) not in sys.path:  # the package is used from the checkout, not
   sys.path.insert(0, str(REPO_ROOT))
 
 
+MAX_WORKERS = 4  # each worker holds JAX and the session's pretrained fixtures (~1 GB)
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pyproject's addopts): one worker per core this process may use, at most MAX_WORKERS. The tests
+  are mostly single-threaded, so on 2 cores two workers halve the suite's time."""
+  return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
   """Compiled programs shared between the tests of a session, as the launchers share them between seeds (an

@@ -81,7 +81,7 @@ def test_outputs(bench):
   for label in ('KMeans (raw pixels)', 'AE + KMeans', 'DEC', 'IDEC'):
     assert f'| {label} |' in table
   assert table.count('**') >= 6  # the best mean of each of ACC, NMI, ARI in bold
-  assert 'digits (1797 images)' in table and '2 seeds (0..1), dtype float32' in table
+  assert 'digits (1797 images)' in table and '2 seeds (0..1), dtype float32, NMI arithmetic' in table
   assert '± is the sample standard deviation over seeds' in table and 'pretraining' in table
   assert json.loads((workdir / 'config.json').read_text())['cluster']['maxiter'] == 30
   assert (workdir / 'clusters.png').stat().st_size > 0

@@ -64,6 +64,11 @@ class DenseAE(nn.Module):
   def encode(self, x):
     return self._run(self.encoder, x, self.bottleneck_activation)[0].astype(jnp.float32)
 
+  def encode_with_hidden(self, x):
+    """(embedding, the encoder's last hidden layer): what a posterior head on top of the encoder reads (VaDE)."""
+    z, hidden = self._run(self.encoder, x, self.bottleneck_activation)
+    return z.astype(jnp.float32), hidden[-2]
+
   def decode(self, z):
     return self._run(self.decoder, z, self.output_activation)[0].astype(jnp.float32)
 

@@ -65,8 +65,7 @@ def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str, variance: 
 
 def _encode(model, ae, x):
   """(posterior mean, last hidden layer) of the pretrained encoder."""
-  mean, hidden = model.apply(ae, x, method=lambda m, x: m._run(m.encoder, x, m.bottleneck_activation))
-  return mean.astype(jnp.float32), hidden[-2]
+  return model.apply(ae, x, method=model.encode_with_hidden)
 
 
 def make_loss(model, likelihood: str, variance: float = 1.0):

@@ -1,0 +1,124 @@
+"""One table of several finished runs of the same methods, side by side: quality with its standard error, and the
+wall time of each phase per seed. For udl_jax against its peers (benchmarks/dec_keras.py) on the same seeds.
+
+  python -m benchmarks.side_by_side --title="MNIST-test, DEC-keras's settings, seeds 0-4" \
+      --runs="DEC-keras=runs/dec_keras_mnist_test,udl_jax=results/mnist_test" --methods=ae_kmeans,dec \
+      --reference=DEC-keras --out=results/dec_keras_side_by_side/mnist_test.md
+
+Each run folder holds trials.csv (udl_jax's format, which the peer runners write too) and summary.json. Only the
+seeds every run has are compared. "vs reference" is the difference of the means in units of their combined
+standard error, sqrt(se_a^2 + se_b^2): |d| <= 1 is "within one standard error".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from udl_jax import results
+
+_RUNS = flags.DEFINE_list('runs', None, 'label=folder pairs, in the order of the table.', required=True)
+_METHODS = flags.DEFINE_list('methods', ['ae_kmeans', 'dec'], 'Methods to compare.')
+_REFERENCE = flags.DEFINE_string('reference', None, 'The label the others are compared with.')
+_TITLE = flags.DEFINE_string('title', '', 'The heading of the table.')
+_OUT = flags.DEFINE_string('out', None, 'Markdown file to write (and .json beside it).', required=True)
+
+
+def _stats(values: list[float]) -> dict:
+  v = np.asarray(values, np.float64)
+  std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+  return {'mean': float(v.mean()), 'std': std, 'se': std / np.sqrt(len(v)), 'n': len(v)}
+
+
+def compare(runs: dict[str, list[dict]], methods: list[str]) -> dict:
+  """{label: {method: {metric: stats, 'pretrain_seconds', 'seconds', 'iterations'}}} over the common seeds."""
+  seeds = sorted(set.intersection(*({r['seed'] for r in rows if r['method'] in methods} for rows in runs.values())))
+  if not seeds:
+    raise app.UsageError('the runs have no seed in common')
+  out = {}
+  for label, rows in runs.items():
+    out[label] = {}
+    for m in methods:
+      picked = [r for r in rows if r['method'] == m and r['seed'] in seeds]
+      if len(picked) != len(seeds):
+        raise app.UsageError(f'{label} lacks {m} for some of seeds {seeds}')
+      entry = {k: _stats([r[k] for r in picked]) for k in results.METRICS + ('seconds',)}
+      for k in ('pretrain_seconds', 'iterations'):
+        if all(r.get(k) is not None for r in picked):
+          entry[k] = _stats([r[k] for r in picked])
+      out[label][m] = entry
+  return {'seeds': seeds, 'runs': out}
+
+
+def _fmt(s: dict) -> str:
+  return f"{s['mean']:.3f} ± {s['std']:.3f} ({s['se']:.3f})"
+
+
+def markdown(table: dict, reference: str | None, title: str) -> str:
+  seeds = table['seeds']
+  lines = [f'{title}' if title else '', '',
+           f'Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}). Each cell: mean ± standard deviation over the seeds '
+           '(standard error of the mean). NMI with arithmetic-mean normalisation. Times are wall seconds per seed.',
+           '', '| run | method | ACC | NMI | ARI | pretraining (s) | method (s) | iterations |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  for label, by_method in table['runs'].items():
+    for m, e in by_method.items():
+      pre = f"{e['pretrain_seconds']['mean']:.0f}" if 'pretrain_seconds' in e else '—'
+      its = f"{e['iterations']['mean']:.0f}" if 'iterations' in e else '—'
+      lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {_fmt(e['acc'])} | {_fmt(e['nmi'])} | "
+                   f"{_fmt(e['ari'])} | {pre} | {e['seconds']['mean']:.1f} | {its} |")
+  if reference:
+    lines += ['', f'Difference from {reference} in combined standard errors, (mean - mean_ref) / sqrt(se² + se_ref²):',
+              '', '| run | method | ACC | NMI | ARI | time / seed, pretraining + all methods (× ' + reference + ') |',
+              '| --- | --- | --- | --- | --- | --- |']
+    ref = table['runs'][reference]
+    ref_time = _seed_time(ref)
+    for label, by_method in table['runs'].items():
+      if label == reference:
+        continue
+      for m, e in by_method.items():
+        cells = []
+        for k in results.METRICS:
+          a, b = e[k], ref[m][k]
+          se = np.hypot(a['se'], b['se'])
+          cells.append(f"{a['mean'] - b['mean']:+.3f} ({(a['mean'] - b['mean']) / se:+.1f} SE)" if se else
+                       f"{a['mean'] - b['mean']:+.3f}")
+        ratio = f'{_seed_time(by_method) / ref_time:.2f}' if ref_time else '—'
+        lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {' | '.join(cells)} | {ratio} |")
+  return '\n'.join(lines).lstrip() + '\n'
+
+
+def _seed_time(by_method: dict) -> float:
+  """Mean wall seconds per seed of the whole pipeline: pretraining once plus every compared method."""
+  pre = next((e['pretrain_seconds']['mean'] for e in by_method.values() if 'pretrain_seconds' in e), 0.0)
+  return pre + sum(e['seconds']['mean'] for e in by_method.values())
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  runs, environments = {}, {}
+  for item in _RUNS.value:
+    label, _, folder = item.partition('=')
+    path = Path(folder)
+    if not (path / 'trials.csv').exists():
+      raise app.UsageError(f'{path} has no trials.csv')
+    runs[label] = results.read_trials(path / 'trials.csv')
+    summary = path / 'summary.json'
+    environments[label] = {'folder': folder, **(json.loads(summary.read_text()).get('environment', {})
+                                                if summary.exists() else {})}
+  if _REFERENCE.value and _REFERENCE.value not in runs:
+    raise app.UsageError(f'--reference={_REFERENCE.value} is not one of the runs ({", ".join(runs)})')
+  table = compare(runs, _METHODS.value)
+  out = Path(_OUT.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  results.write_json(out.with_suffix('.json'), {**table, 'environments': environments})
+  results.write_atomic(out, markdown(table, _REFERENCE.value, _TITLE.value))
+  print(out.read_text())
+
+
+if __name__ == '__main__':
+  app.run(main)
