@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
+from scipy import stats
 
 from udl_jax import results
 
@@ -25,6 +26,8 @@ _METHODS = flags.DEFINE_list('methods', ['ae_kmeans', 'dec'], 'Methods to compar
 _REFERENCE = flags.DEFINE_string('reference', None, 'The label the others are compared with.')
 _TITLE = flags.DEFINE_string('title', '', 'The heading of the table.')
 _OUT = flags.DEFINE_string('out', None, 'Markdown file to write (and .json beside it).', required=True)
+_TIMED_ELSEWHERE = flags.DEFINE_list('timed_elsewhere', [], 'Labels of runs timed on another machine: their times '
+                                     'are shown in brackets and left out of the time ratio.')
 
 
 def _stats(values: list[float]) -> dict:
@@ -34,7 +37,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def compare(runs: dict[str, list[dict]], methods: list[str]) -> dict:
-  """{label: {method: {metric: stats, 'pretrain_seconds', 'seconds', 'iterations'}}} over the common seeds."""
+  """{label: {method: {metric: stats, 'pretrain_seconds', 'seconds', 'iterations', 'values'}}} over the common
+  seeds."""
   seeds = sorted(set.intersection(*({r['seed'] for r in rows if r['method'] in methods} for rows in runs.values())))
   if not seeds:
     raise app.UsageError('the runs have no seed in common')
@@ -46,6 +50,7 @@ def compare(runs: dict[str, list[dict]], methods: list[str]) -> dict:
       if len(picked) != len(seeds):
         raise app.UsageError(f'{label} lacks {m} for some of seeds {seeds}')
       entry = {k: _stats([r[k] for r in picked]) for k in results.METRICS + ('seconds',)}
+      entry['values'] = {k: [r[k] for r in sorted(picked, key=lambda r: r['seed'])] for k in results.METRICS}
       for k in ('pretrain_seconds', 'iterations'):
         if all(r.get(k) is not None for r in picked):
           entry[k] = _stats([r[k] for r in picked])
@@ -57,21 +62,25 @@ def _fmt(s: dict) -> str:
   return f"{s['mean']:.3f} ± {s['std']:.3f} ({s['se']:.3f})"
 
 
-def markdown(table: dict, reference: str | None, title: str) -> str:
+def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tuple[str, ...] = ()) -> str:
   seeds = table['seeds']
   lines = [f'{title}' if title else '', '',
            f'Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}). Each cell: mean ± standard deviation over the seeds '
-           '(standard error of the mean). NMI with arithmetic-mean normalisation. Times are wall seconds per seed.',
+           '(standard error of the mean). NMI with arithmetic-mean normalisation. Times are wall seconds per seed'
+           + (', in brackets where taken on another machine.' if timed_elsewhere else '.'),
            '', '| run | method | ACC | NMI | ARI | pretraining (s) | method (s) | iterations |',
            '| --- | --- | --- | --- | --- | --- | --- | --- |']
   for label, by_method in table['runs'].items():
     for m, e in by_method.items():
-      pre = f"{e['pretrain_seconds']['mean']:.0f}" if 'pretrain_seconds' in e else '—'
+      bracket = (lambda t: f'({t})') if label in timed_elsewhere else (lambda t: t)
+      pre = bracket(f"{e['pretrain_seconds']['mean']:.0f}") if 'pretrain_seconds' in e else '—'
       its = f"{e['iterations']['mean']:.0f}" if 'iterations' in e else '—'
+      own = bracket(f"{e['seconds']['mean']:.1f}")
       lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {_fmt(e['acc'])} | {_fmt(e['nmi'])} | "
-                   f"{_fmt(e['ari'])} | {pre} | {e['seconds']['mean']:.1f} | {its} |")
+                   f"{_fmt(e['ari'])} | {pre} | {own} | {its} |")
   if reference:
-    lines += ['', f'Difference from {reference} in combined standard errors, (mean - mean_ref) / sqrt(se² + se_ref²):',
+    lines += ['', f'Difference from {reference}: mean - mean_ref, in combined standard errors (mean - mean_ref) / '
+              "sqrt(se² + se_ref²), and Welch's two-sided t-test p-value.",
               '', '| run | method | ACC | NMI | ARI | time / seed, pretraining + all methods (× ' + reference + ') |',
               '| --- | --- | --- | --- | --- | --- |']
     ref = table['runs'][reference]
@@ -84,9 +93,10 @@ def markdown(table: dict, reference: str | None, title: str) -> str:
         for k in results.METRICS:
           a, b = e[k], ref[m][k]
           se = np.hypot(a['se'], b['se'])
-          cells.append(f"{a['mean'] - b['mean']:+.3f} ({(a['mean'] - b['mean']) / se:+.1f} SE)" if se else
+          p = stats.ttest_ind(e['values'][k], ref[m]['values'][k], equal_var=False).pvalue
+          cells.append(f"{a['mean'] - b['mean']:+.3f} ({(a['mean'] - b['mean']) / se:+.1f} SE, p {p:.2f})" if se else
                        f"{a['mean'] - b['mean']:+.3f}")
-        ratio = f'{_seed_time(by_method) / ref_time:.2f}' if ref_time else '—'
+        ratio = f'{_seed_time(by_method) / ref_time:.2f}' if ref_time and label not in timed_elsewhere else '—'
         lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {' | '.join(cells)} | {ratio} |")
   return '\n'.join(lines).lstrip() + '\n'
 
@@ -116,7 +126,7 @@ def main(argv):
   out = Path(_OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   results.write_json(out.with_suffix('.json'), {**table, 'environments': environments})
-  results.write_atomic(out, markdown(table, _REFERENCE.value, _TITLE.value))
+  results.write_atomic(out, markdown(table, _REFERENCE.value, _TITLE.value, tuple(_TIMED_ELSEWHERE.value)))
   print(out.read_text())
 
 

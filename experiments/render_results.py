@@ -47,6 +47,8 @@ TABLES = {
     'mnist_test': 'MNIST test set (10k), DEC-keras settings.',
     'mnist_test_zoo': 'MNIST test set (10k), DEC-keras settings, every method.',
     'mnist_test_holdout': 'MNIST test set (10k), holdout protocol.',
+    'mnist_test_reference': 'MNIST test set (10k), DEC-keras settings, in DEC-keras\'s reference mode '
+                            '(`--config.reference=dec_keras`).',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
     'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
     'mnist_gpu_float32': 'MNIST-70k, published settings, on one NVIDIA H200 GPU, float32.',
@@ -258,6 +260,7 @@ def side_by_side_section() -> str:
     return ''
   notes = (SIDE_BY_SIDE / 'COMMAND.md').read_text().split('\n', 1)[1].strip() if (SIDE_BY_SIDE / 'COMMAND.md').exists() \
       else ''
+  notes = notes.replace('](../', '](')  # its links, from results/ rather than from the folder
   body = ''.join(f'{t.read_text().strip()}\n\n' for t in tables)
   return ('## udl_jax beside DEC-keras\'s own code (`dec_keras_side_by_side`)\n\nThe reference code '
           '(`benchmarks/dec_keras.py` runs it on tf-keras) and udl_jax on the same arrays and seeds, with DEC-keras\'s '
