@@ -6,9 +6,10 @@
       --config.data_dir=PHOTOS --config.n_clusters=8 --workdir=runs/photos
 
 Argument keys (after the colon): dataset=NAME (digits, mnist, mnist_test, fashion_mnist, fashion_mnist_test,
-usps, folder); --config.dataset=NAME applies the same preset. reference=dec_keras: DEC-keras's reference mode, every
-detail of its code that can change a number (udl_jax/config.py, `apply_preset`); --config.reference=dec_keras too. Everything else is a flag: --config.KEY=VALUE (a
-typo fails: the config is locked). --print_config shows the resolved config and the planned trials.
+usps, folder); --config.dataset=NAME applies the same preset. reference=dec_keras (or --config.reference=dec_keras):
+DEC-keras's reference mode, every detail of its code that can change a number (udl_jax/config.py, `apply_preset`).
+Everything else is a flag: --config.KEY=VALUE (a typo fails: the config is locked). --print_config shows the resolved
+config and the planned trials.
 """
 
 import ml_collections

@@ -63,6 +63,15 @@ def partial_batch_size(n: int, batch_size: int, mesh) -> int:
   return n % batch_size // devices * devices
 
 
+def _epoch_metrics(full, last, batch_size: int, partial: int):
+  """An epoch's metrics from those of its full batches (stacked on a leading axis) and, when `partial` rows
+  trained as a last smaller batch, its `last`: the mean over samples, as Keras reports an epoch."""
+  if not partial:
+    return jax.tree.map(jnp.mean, full)
+  return jax.tree.map(lambda m, l: (jnp.sum(m) * batch_size + l * partial) / (m.shape[0] * batch_size + partial),
+                      full, last)
+
+
 def epoch_as_scan(model_name: str) -> bool:
   """False only for convolutions on the CPU backend (see `make_train_epoch`)."""
   return not (model_name in models.CONV_MODELS and jax.default_backend() == 'cpu')
@@ -90,11 +99,10 @@ def _scanned_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, partial_batch:
     partial = partial_batch_size(n, batch_size, mesh) if partial_batch else 0
     plan = _epoch_plan(n, key, batch_size, rows, partial)
     state, metrics = jax.lax.scan(body, state, plan[0] if partial else plan)
-    if not partial:
-      return state, jax.tree.map(jnp.mean, metrics)
-    state, last = step(state, x, *plan[1])
-    full = n // batch_size * batch_size  # the epoch's mean over samples, as Keras reports it
-    return state, jax.tree.map(lambda m, l: (jnp.sum(m) * batch_size + l * partial) / (full + partial), metrics, last)
+    last = None
+    if partial:
+      state, last = step(state, x, *plan[1])
+    return state, _epoch_metrics(metrics, last, batch_size, partial)
   return epoch
 
 
@@ -116,15 +124,14 @@ def make_train_epoch(loss_fn: losses.LossFn, batch_size: int, mesh, scan: bool =
     def looped_epoch(state, x, key, rows=None):
       n = x.shape[0] if rows is None else rows.shape[0]
       partial = partial_batch_size(n, batch_size, mesh) if partial_batch else 0
-      batches = plan(n, key, rows, partial)
-      batches = list(zip(*batches[0])) + [batches[1]] if partial else list(zip(*batches))
-      metrics, sizes = [], []
-      for idx, k in batches:
+      epoch_plan = plan(n, key, rows, partial)
+      metrics, last = [], None
+      for idx, k in zip(*(epoch_plan[0] if partial else epoch_plan)):
         state, m = jit_step(state, x, idx, k)
         metrics.append(m)
-        sizes.append(idx.shape[0])
-      weights = jnp.asarray(sizes, jnp.float32) / sum(sizes)
-      return state, jax.tree.map(lambda *v: jnp.sum(jnp.stack(v) * weights), *metrics)
+      if partial:
+        state, last = jit_step(state, x, *epoch_plan[1])
+      return state, _epoch_metrics(jax.tree.map(lambda *v: jnp.stack(v), *metrics), last, batch_size, partial)
     return looped_epoch
   return jax.jit(_scanned_epoch(loss_fn, batch_size, mesh, partial_batch), donate_argnums=0)
 
