@@ -380,6 +380,20 @@ def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path)
   assert not any(tmp_path.iterdir())
 
 
+def test_dcec_reference_mode_runs_end_to_end(tmp_path):
+  """reference=dcec on digits (DCEC's conv autoencoder, shrunk): pretraining, CAE + KMeans and DCEC run, DCEC
+  moves from its k-means start, and the table says which reference mode made it."""
+  config = benchmark_config.get_config('reference=dcec')
+  config.seeds, config.pretrain.epochs, config.model.conv_features = 1, 2, (8, 16, 16)
+  config.cluster.maxiter, config.cluster.update_interval, config.cluster.kmeans_n_init = 14, 7, 2
+  config.cluster.tol = 0.0
+  payload = benchmark.run(config, tmp_path)
+  assert payload['complete'] and set(payload['methods']) == {'kmeans', 'ae_kmeans', 'dcec'}
+  assert 'DCEC reference mode' in (tmp_path / 'table.md').read_text().splitlines()[0]
+  [row] = [r for r in _trials(tmp_path) if r['method'] == 'dcec']
+  assert float(row['iterations']) == 14
+
+
 def test_a_small_unlabelled_folder_runs_with_fitted_batches_and_writes_each_images_cluster(digits, tmp_path):
   """The README's folder command on 50 unlabelled images: batch sizes 256 are lowered to fit (not refused after
   k-means ran), and assignments.csv gives every image its cluster and confidence per method."""

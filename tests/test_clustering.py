@@ -316,20 +316,49 @@ def test_each_update_interval_trains_on_the_next_batches(pretrained, digits, nam
 
 
 def test_dcec_is_idec_on_the_convolutional_backbone(digits):
-  """conv_ae (DCEC's autoencoder, dense embedding) under a fine-tuning method: DCEC = IDEC on it."""
+  """conv_ae (DCEC's autoencoder, dense embedding) under the dcec method (IDEC's loss on it); on the CPU one
+  jitted step per call (`dec._train_steps`)."""
   model_cfg = config.model_block('conv_ae')
   model_cfg.conv_features, model_cfg.dims = (8, 16, 16), (10,)
   model = models.make_model('conv_ae', digits.image_shape, model_cfg)
   x = models.model_input('conv_ae', digits.x[:512])
   assert x.shape == (512, 8, 8, 1)
   params = jax.device_get(model.init(jax.random.key(0), x[:1]))  # pretraining it: test_train.py
-  cfg = _cluster_cfg('idec', maxiter=30, tol=0.0, kmeans_n_init=2, batch_size=64)
+  cfg = _cluster_cfg('dcec', maxiter=30, tol=0.0, kmeans_n_init=2, batch_size=64)
+  assert cfg.optimizer == 'adam' and cfg.learning_rate == 1e-3  # as DCEC's code compiles it
   init = clustering.kmeans(train.embed(model, params, x), 10, 0, 2)
-  result = dec.run(model, params, x, digits.y[:512], 10, methods.get('idec'), cfg, seed=0, init=init)
+  result = dec.run(model, params, x, digits.y[:512], 10, methods.get('dcec'), cfg, seed=0, init=init)
   assert result.iterations == 30 and result.embedding.shape == (512, 10) and result.labels.shape == (512,)
   assert all(np.isfinite(h['loss']) for h in result.history if 'loss' in h)
   assert np.abs(result.centres - init[1]).max() > 1e-4  # the centres and the encoder trained
   assert np.abs(jax.tree.leaves(result.params['ae'])[0] - jax.tree.leaves(params)[0]).max() > 1e-5
+
+
+@pytest.mark.parametrize('batch_order', ['shuffled', 'in_order'])
+def test_one_call_per_step_equals_the_scanned_chunk(pretrained, monkeypatch, batch_order):
+  """Convolutions on the CPU train one jitted step per call instead of one scan per target update: the same
+  steps on the same batches (DEC-keras's in-order walk with its partial batch too), so the same clustering."""
+  model, params, x, y = pretrained
+  cfg = _cluster_cfg(batch_size=64, update_interval=10, maxiter=40, tol=0.0, batch_order=batch_order)
+  init = clustering.kmeans(train.embed(model, params, x), 10, 0, 2)
+  scanned = dec.run(model, params, x, y, 10, methods.get('dec'), cfg, seed=0, init=init)
+  steps_per_call = []
+  original = dec.make_seeds_chunk
+  def spy(*args, **kwargs):
+    chunk = original(*args, **kwargs)
+    def run(*chunk_args):
+      steps_per_call.append(chunk_args[-1])
+      return chunk(*chunk_args)
+    return run
+  monkeypatch.setattr(dec, 'make_seeds_chunk', spy)
+  monkeypatch.setattr(dec, 'epoch_as_scan', lambda model: False)
+  looped = dec.run(model, params, x, y, 10, methods.get('dec'), cfg, seed=0, init=init)
+  assert steps_per_call == [1] * 40 and looped.iterations == scanned.iterations == 40
+  np.testing.assert_allclose(looped.centres, scanned.centres, rtol=0, atol=1e-5)
+  np.testing.assert_allclose([h['loss'] for h in looped.history if 'loss' in h],
+                             [h['loss'] for h in scanned.history if 'loss' in h], rtol=1e-5)
+  np.testing.assert_array_equal(looped.labels, scanned.labels)
+  assert np.abs(scanned.centres - init[1]).max() > 1e-4
 
 
 @pytest.mark.parametrize('batch_order, visits', [

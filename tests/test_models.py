@@ -198,3 +198,22 @@ def test_conv_ae_refuses_sides_it_cannot_give_back(side):
   model = models.make_model('conv_ae', (side, side, 1), _tiny_cfg('conv_ae'))
   with pytest.raises(UserError, match='multiple of 4'):
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 1)))
+
+
+@pytest.mark.parametrize('kernel_size', [2, 3, 4, 5])
+@pytest.mark.parametrize('padding', ['SAME', 'VALID'])
+def test_phase_conv_transpose_equals_flax_conv_transpose(kernel_size, padding):
+  """conv_ae's decoder computes each stride-2 transposed convolution as four stride-1 convolutions: the same
+  parameters, outputs and gradients as nn.ConvTranspose, on odd, even and non-square maps."""
+  import flax.linen as nn
+  for shape in [(3, 1, 1, 4), (3, 3, 4, 4), (2, 7, 6, 3)]:
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    flax_layer = nn.ConvTranspose(5, (kernel_size, kernel_size), (2, 2), padding=padding)
+    params = flax_layer.init(jax.random.key(1), x)
+    ours = models.PhaseConvTranspose(5, kernel_size, padding=padding)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(ours.apply(params, x), flax_layer.apply(params, x), rtol=0, atol=1e-5)
+    grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x))), argnums=(0, 1))(params, x)
+             for layer in (ours, flax_layer)]
+    for a, b in zip(*map(jax.tree.leaves, grads)):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)

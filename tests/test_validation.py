@@ -33,6 +33,8 @@ BAD = [
     ({'cluster.method_kwargs.idec.gama': 0.1}, "'idec' has no hyperparameter 'gama' (cluster.method_kwargs.idec); it takes: gamma"),
     ({'cluster.batch_order': 'random'}, "cluster.batch_order must be one of shuffled, in_order, got 'random'"),
     ({'model.kernel_init': 'he_normal'}, "unknown model.kernel_init 'he_normal'"),
+    ({'methods': 'kmeans,dcec'}, "method 'dcec' is IDEC on DCEC's convolutional autoencoder: add "
+                                 '--config.model.name=conv_ae'),
 ]
 
 
@@ -48,6 +50,18 @@ def test_reference_mode_follows_dec_keras_where_it_differs():
       ('lecun_normal', False, 'shuffled')
   with pytest.raises(UserError, match='unknown reference'):
     benchmark_config.get_config('dataset=usps,reference=dec')
+
+
+def test_reference_mode_follows_dcec():
+  """reference=dcec: DCEC's convolutional autoencoder with Keras' glorot_uniform, 200 epochs of Adam(1e-3) with
+  Keras' partial batch on every dataset, updates every 140 steps in order, and its methods; the dataset stays."""
+  c = benchmark_config.get_config('dataset=mnist_test,reference=dcec')
+  assert (c.model.name, c.model.kernel_init, c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate,
+          c.pretrain.partial_batch) == ('conv_ae', 'glorot_uniform', 200, 'adam', 1e-3, True)
+  assert (c.cluster.update_interval, c.cluster.batch_order, c.methods, c.dataset) == \
+      (140, 'in_order', 'kmeans,ae_kmeans,dcec', 'mnist_test')
+  with pytest.raises(UserError, match='valid: dec_keras, dcec'):
+    benchmark_config.get_config('dataset=usps,reference=idec')
 
 
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])

@@ -59,7 +59,8 @@ def cluster_block() -> ml_collections.ConfigDict:
       'checkpoint_every': 5,             # target updates
       'batch_order': 'shuffled',         # or 'in_order': DEC-keras's walk through the data (see udl_jax/dec.py)
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
-      'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcn': {'weight': 0.05},
+      'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcec': {'gamma': 0.1},
+                        'dcn': {'weight': 0.05},
                         'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0},
                         'vade': {'epochs': 300, 'batch_size': 100, 'learning_rate': 0.002, 'decay': 0.9,
                                  'decay_every': 10, 'min_learning_rate': 0.0002, 'likelihood': 'gaussian'}},
@@ -70,7 +71,9 @@ def cluster_block() -> ml_collections.ConfigDict:
       # every point into one cluster within 30 steps, NMI 0.62 -> 0.00 on mnist_test seed 0; 1e-4 gave 0.645.)
       # dec_da / idec_da: as DEC-DA's experiment script (XifengGuo/DEC-DA, run_exp.py) trains its dense models:
       # FcDEC-DA with DEC's SGD(0.01, 0.9), FcIDEC-DA with SGD(1.0, 0.9) on 0.1 KL + MSE.
+      # DCEC: Adam(1e-3), as its reference code (XifengGuo/DCEC) compiles it.
       'method_overrides': {'idec': {'optimizer': 'adam', 'learning_rate': 1e-3},
+                           'dcec': {'optimizer': 'adam', 'learning_rate': 1e-3},
                            'idec_da': {'optimizer': 'sgd', 'learning_rate': 1.0},
                            'dcn': {'optimizer': 'adam', 'learning_rate': 1e-4},
                            'dkm': {'optimizer': 'adam', 'learning_rate': 1e-4}},
@@ -137,32 +140,45 @@ KEEP_CHECKPOINTS = ('keep', 'last', 'none')
 BATCH_ORDERS = ('shuffled', 'in_order')
 
 
-REFERENCES = ('', 'dec_keras')
+# Reference codes whose every number-changing detail a run can follow (`reference=NAME`), and their names.
+REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC'}
 
 
 def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str = '') -> None:
-  """The dataset's preset; with reference='dec_keras' also every detail in which DEC-keras's code differs from
-  udl_jax's defaults and that can change a number (its reference mode):
+  """The dataset's preset; with a reference, every detail in which that code differs from udl_jax's defaults
+  and that can change a number (its reference mode).
+
+  reference='dec_keras' (DEC-keras, XifengGuo/DEC-keras):
     - kernel init: glorot_uniform (Keras' default) for its Adam presets, here lecun_normal;
     - pretraining: a step on each epoch's last partial batch too (Keras' fit), here dropped;
     - DEC: batches walk the data in its own order with a partial last batch, here a seeded permutation.
+  reference='dcec' (DCEC, XifengGuo/DCEC, the same Keras loops): its convolutional autoencoder (conv_ae,
+  glorot_uniform) pretrained 200 epochs with Adam(1e-3) on every dataset, target updates every 140 steps, and
+  the methods kmeans, ae_kmeans (CAE + KMeans) and dcec.
   """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
   if reference not in REFERENCES:
-    raise UserError(f"unknown reference '{reference}'; valid: dec_keras (or none)")
+    raise UserError(f"unknown reference '{reference}'; valid: {', '.join(filter(None, REFERENCES))} (or none)")
   preset = PRESETS[dataset]
+  if reference == 'dcec':
+    preset = {**preset, 'pretrain_epochs': 200, 'optimizer': 'adam', 'learning_rate': 1e-3, 'update_interval': 140}
+  keras = bool(reference)  # both reference codes train with Keras' fit and walk their data in order
   config.dataset = dataset
   config.reference = reference
   config.pretrain.epochs = preset['pretrain_epochs']
   config.pretrain.optimizer = preset['optimizer']
   config.pretrain.learning_rate = preset['learning_rate']
   config.pretrain.checkpoint_every = preset.get('checkpoint_every', train_block().checkpoint_every)
-  adam_init = 'glorot_uniform' if reference == 'dec_keras' else 'lecun_normal'
+  adam_init = 'glorot_uniform' if keras else 'lecun_normal'
   config.model.kernel_init = 'dec' if preset['optimizer'] == 'sgd' else adam_init
-  config.pretrain.partial_batch = reference == 'dec_keras'
+  config.pretrain.partial_batch = keras
   config.cluster.update_interval = preset['update_interval']
-  config.cluster.batch_order = 'in_order' if reference == 'dec_keras' else 'shuffled'
+  config.cluster.batch_order = 'in_order' if keras else 'shuffled'
+  if reference == 'dcec':
+    config.model.name = 'conv_ae'
+    if 'methods' in config:
+      config.methods = 'kmeans,ae_kmeans,dcec'
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -237,6 +253,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _check(not (getattr(method, 'needs_decoder', False) and config.model.name == 'vae'),
                f"method '{m}' trains the decoder's reconstruction, which model vae does not have; use "
                'model.name=ae (or drop the method)')
+        _check(m != 'dcec' or config.model.name == 'conv_ae',
+               "method 'dcec' is IDEC on DCEC's convolutional autoencoder: add --config.model.name=conv_ae, or "
+               'run the paper\'s recipe with reference=dcec (--config=configs/benchmark.py:dataset=NAME,reference=dcec)')
         _check(not (isinstance(method, methods.OwnTrainer) and config.get('protocol') == 'holdout'),
                f"method '{m}' trains its own model and cannot score held-out images; use protocol=transductive")
   if 'protocol' in config:

@@ -4,7 +4,8 @@
   2. Every `update_interval` steps: Q = method's assignment on the full data, P = method.target(Q), labels =
      argmax Q; stop when fewer than `tol` of the labels changed since the last update (or at `maxiter`).
   3. Between two updates, `update_interval` steps on (encoder [+ decoder], centres) run as one `lax.scan`; a
-     method with state (DCN) updates it, and may move the centres, after every step.
+     method with state (DCN) updates it, and may move the centres, after every step. (Convolutions on the CPU:
+     one jitted step per call, `_train_steps`.)
 Batches walk through one fixed seeded permutation of the data, wrapping around (or, with
 `cluster.batch_order='in_order'`, through the data in its own order as DEC-keras does), so a run resumed from a
 checkpoint (taken at an update boundary) repeats the uninterrupted run exactly.
@@ -24,7 +25,7 @@ from flax.training import train_state
 from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress, seed_batch
 from udl_jax.errors import UserError
 from udl_jax.methods import Batch, FineTuner, student_t
-from udl_jax.train import embed, make_optimizer, partial_batch_size
+from udl_jax.train import embed, epoch_as_scan, make_optimizer, partial_batch_size
 
 
 @dataclasses.dataclass
@@ -155,6 +156,19 @@ def make_seeds_chunk(model, method: FineTuner, alpha: float, batch_size: int, up
   return jax.jit(seeds_chunk, static_argnums=8, donate_argnums=0)
 
 
+def _train_steps(train_chunk, scan: bool, carries, args: tuple, first_step: int, num_steps: int):
+  """The steps between two target updates: one chunk, or for convolutions on the CPU (`scan` False) one call per
+  step, as the pretraining's looped epoch does (`train.make_train_epoch`: XLA:CPU's convolution gradients are
+  slow inside a loop body; a one-step scan compiles to straight-line code). Same steps, same batches."""
+  if scan:
+    return train_chunk(carries, *args, first_step, num_steps)
+  losses = []
+  for step in range(first_step, first_step + num_steps):
+    carries, loss = train_chunk(carries, *args, step, 1)
+    losses.append(loss)
+  return carries, jnp.mean(jnp.stack(losses), axis=0)
+
+
 def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, method: FineTuner, cfg,
         seed: int, ckpt_dir: str | Path | None = None, mesh=None,
         init: tuple[np.ndarray, np.ndarray] | None = None,
@@ -207,6 +221,7 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
           (np.zeros(n, np.int32), np.zeros((n_clusters, z.shape[1]), np.float32))))
   tx = make_optimizer(cfg)
   in_order = cfg.get('batch_order', 'shuffled') == 'in_order'
+  scan = epoch_as_scan(model)
   train_chunk = make_seeds_chunk(model, method, cfg.alpha, cfg.batch_size, cfg.update_interval, mesh, num_seeds,
                                  image_shape, in_order)
   orders = jnp.asarray(np.stack([np.arange(n) if in_order else np.random.default_rng(seed).permutation(n)
@@ -267,7 +282,8 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
     if training:
       t0 = time.perf_counter()
       active = jnp.asarray([i in training for i in range(num_seeds)])
-      carries, loss = train_chunk(carries, x_dev, rows_dev, p_dev, orders, augment_keys, active, ite, num_steps)
+      carries, loss = _train_steps(train_chunk, scan, carries, (x_dev, rows_dev, p_dev, orders, augment_keys, active),
+                                   ite, num_steps)
       loss = np.asarray(loss)  # the one host sync per chunk
       chunk_seconds = (time.perf_counter() - t0) / len(training)
       for i in training:

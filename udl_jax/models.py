@@ -10,7 +10,7 @@ loss reads is float32.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,6 +26,12 @@ KERNEL_INITS = {
     'glorot_uniform': nn.initializers.glorot_uniform(),
 }
 ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid, 'tanh': nn.tanh, 'linear': lambda x: x}
+
+
+def _kernel_init(name: str):
+  if name not in KERNEL_INITS:
+    raise UserError(f"unknown kernel_init '{name}'; valid: {', '.join(KERNEL_INITS)}")
+  return KERNEL_INITS[name]
 
 
 def _activation(name: str):
@@ -45,10 +51,8 @@ class DenseAE(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    if self.kernel_init not in KERNEL_INITS:
-      raise UserError(f"unknown kernel_init '{self.kernel_init}'; valid: {', '.join(KERNEL_INITS)}")
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32, name=name,
-                                     kernel_init=KERNEL_INITS[self.kernel_init])
+                                     kernel_init=_kernel_init(self.kernel_init))
     self.encoder = [dense(n, f'encoder_{i}') for i, n in enumerate(self.dims)]
     decoder_dims = list(self.dims[-2::-1]) + [self.out_dim]
     self.decoder = [dense(n, f'decoder_{i}') for i, n in enumerate(decoder_dims)]
@@ -121,18 +125,78 @@ class ConvAE(nn.Module):
     return {'recon': self.decode_map(h, x.shape[1:3]), 'z': h.reshape(x.shape[0], -1).astype(jnp.float32)}
 
 
+def _transpose_padding(k: int, padding: str) -> tuple[int, int]:
+  """(before, after) padding of the stride-2 input-dilated convolution that `lax.conv_transpose` runs."""
+  length = k if padding == 'SAME' else k + max(k - 2, 0)  # as jax's _conv_transpose_padding for stride 2
+  before = k - 1 if padding == 'VALID' or k <= 2 else -(-k // 2)
+  return before, length - before
+
+
+def _phase_taps(k: int, length: int, padding: str):
+  """Per output phase r (rows 2m + r) of a stride-2 transposed convolution along one axis: the kernel taps it
+  uses (k0::2), and the (before, after) padding of the input for a stride-1 convolution with them that gives
+  ceil(out / 2) rows; and the output length."""
+  before, after = _transpose_padding(k, padding)
+  out = 2 * (length - 1) + 1 + before + after - k + 1
+  half = -(-out // 2)
+  phases = []
+  for r in (0, 1):
+    k0 = (before - r) % 2
+    taps = len(range(k0, k, 2))
+    pad_before = (before - r - k0) // 2  # the first output row m = 0 reads input row m - pad_before
+    phases.append((k0, (pad_before, half - 1 + taps - length - pad_before)))
+  return phases, out
+
+
+def conv_transpose_by_phases(x: jax.Array, kernel: jax.Array, padding: str) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, (2, 2), padding)` (NHWC, HWIO, no kernel flip) as four stride-1 convolutions,
+  one per output phase, interleaved. The same sums without the zeros of the dilated input: a quarter of the
+  work, and XLA:CPU's gradient of an input-dilated convolution is a naive loop (20-50x slower; measured in
+  benchmarks/README.md), while these are ordinary convolutions."""
+  (kh, kw), (h, w) = kernel.shape[:2], x.shape[1:3]
+  if min(kh, kw) < 2:
+    raise ValueError(f'conv_transpose_by_phases needs kernels of at least 2x2 (every phase a tap), got {kh}x{kw}')
+  (rows, out_h), (cols, out_w) = _phase_taps(kh, h, padding), _phase_taps(kw, w, padding)
+  phase = lambda r, c: jax.lax.conv_general_dilated(
+      x, kernel[rows[r][0]::2, cols[c][0]::2], (1, 1), (rows[r][1], cols[c][1]),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = jnp.stack([jnp.stack([phase(r, 0), phase(r, 1)], axis=3) for r in (0, 1)], axis=2)  # (N, H', 2, W', 2, C)
+  n, half_h, _, half_w, _, c = y.shape
+  return y.reshape(n, 2 * half_h, 2 * half_w, c)[:, :out_h, :out_w]
+
+
+class PhaseConvTranspose(nn.Module):
+  """nn.ConvTranspose with stride 2 (same parameters, same outputs), computed by `conv_transpose_by_phases`."""
+  features: int
+  kernel_size: int
+  padding: str = 'SAME'
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (self.kernel_size, self.kernel_size, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return conv_transpose_by_phases(x, kernel, self.padding) + bias
+
+
 class ConvEmbeddingAE(nn.Module):
   """DCEC's convolutional autoencoder (Guo et al. 2017): Conv 32 (5x5) - 64 (5x5) - 128 (3x3), stride 2, ReLU, a
   linear dense embedding (10), then Dense (ReLU) back to the last map and transposed convolutions mirroring the
   encoder, linear output. The third convolution is 'valid' unless the side is a multiple of 8 (28 -> 14 -> 7
-  -> 3; 16 -> 8 -> 4 -> 2), as DCEC's code does, so that the decoder gives the input size back."""
+  -> 3; 16 -> 8 -> 4 -> 2), as DCEC's code does, so that the decoder gives the input size back. DCEC's Keras
+  layers start from glorot_uniform (`kernel_init`; Flax's default is lecun_normal)."""
   side: int
   features: Sequence[int] = (32, 64, 128)
   embedding: int = 10
+  kernel_init: str = 'lecun_normal'
   dtype: Any = jnp.float32
 
   def setup(self):
-    kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
+    kw = dict(dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_kernel_init(self.kernel_init))
     third = 'SAME' if self.side % 8 == 0 else 'VALID'
     after_two = -(-self.side // 4)
     self.map_side = -(-after_two // 2) if third == 'SAME' else (after_two - 3) // 2 + 1
@@ -145,9 +209,9 @@ class ConvEmbeddingAE(nn.Module):
                     nn.Conv(self.features[2], (3, 3), 2, padding=third, name='encoder_2', **kw)]
     self.to_embedding = nn.Dense(self.embedding, name='embedding', **kw)
     self.from_embedding = nn.Dense(self.map_side ** 2 * self.features[2], name='decoder_dense', **kw)
-    self.decoder = [nn.ConvTranspose(self.features[1], (3, 3), (2, 2), padding=third, name='decoder_0', **kw),
-                    nn.ConvTranspose(self.features[0], (5, 5), (2, 2), padding='SAME', name='decoder_1', **kw),
-                    nn.ConvTranspose(1, (5, 5), (2, 2), padding='SAME', name='decoder_2', **kw)]
+    self.decoder = [PhaseConvTranspose(self.features[1], 3, padding=third, name='decoder_0', **kw),
+                    PhaseConvTranspose(self.features[0], 5, padding='SAME', name='decoder_1', **kw),
+                    PhaseConvTranspose(1, 5, padding='SAME', name='decoder_2', **kw)]
 
   def encode(self, x):
     h = x
@@ -202,6 +266,11 @@ MODEL_NAMES = ('ae', 'sparse_ae', 'dae', 'conv_ae', 'vae')
 CONV_MODELS = ('dae', 'conv_ae')
 
 
+def is_conv(model: str | nn.Module) -> bool:
+  """Whether a model (by name, or a built module) runs convolutions."""
+  return model in CONV_MODELS if isinstance(model, str) else isinstance(model, (ConvAE, ConvEmbeddingAE))
+
+
 def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=jnp.float32) -> nn.Module:
   """Builds the module for a model name; `config` is the `model` block of a run config (may be None)."""
   get = (lambda key, default: config.get(key, default)) if config is not None else (lambda key, d: d)
@@ -218,7 +287,8 @@ def make_model(name: str, image_shape: tuple[int, int, int], config=None, dtype=
     if image_shape[0] != image_shape[1] or image_shape[2] != 1:
       raise UserError(f'conv_ae takes square one-channel images, got {image_shape}')
     return ConvEmbeddingAE(side=image_shape[0], features=tuple(get('conv_features', (32, 64, 128))),
-                           embedding=get('dims', (10,))[-1], dtype=dtype)
+                           embedding=get('dims', (10,))[-1], kernel_init=get('kernel_init', 'lecun_normal'),
+                           dtype=dtype)
   if name == 'vae':
     return VAE(out_dim=d, hidden=get('hidden', 500), latent=get('latent', 10), dtype=dtype)
   raise UserError(f"unknown model '{name}'; valid names: {', '.join(MODEL_NAMES)}")

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import flax.linen as nn
 from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
@@ -72,9 +73,9 @@ def _epoch_metrics(full, last, batch_size: int, partial: int):
                       full, last)
 
 
-def epoch_as_scan(model_name: str) -> bool:
-  """False only for convolutions on the CPU backend (see `make_train_epoch`)."""
-  return not (model_name in models.CONV_MODELS and jax.default_backend() == 'cpu')
+def epoch_as_scan(model: str | nn.Module) -> bool:
+  """False only for convolutions on the CPU backend (see `make_train_epoch`); `model`: a name or a module."""
+  return not (models.is_conv(model) and jax.default_backend() == 'cpu')
 
 
 def _make_step(loss_fn: losses.LossFn, mesh) -> Callable:

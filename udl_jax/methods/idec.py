@@ -18,3 +18,10 @@ def idec_da(gamma: float = 0.1) -> base.FineTuner:
   """IDEC-DA (Guo et al. 2018): IDEC's two terms on randomly shifted and rotated batches (the reconstruction of
   the moved batch), against targets computed on the clean images; pretrain with --config.pretrain.augment=True."""
   return dataclasses.replace(idec(gamma), name='idec_da', augment=True)
+
+
+@register('dcec')
+def dcec(gamma: float = 0.1) -> base.FineTuner:
+  """DCEC (Guo et al. 2017): IDEC's loss on DCEC's convolutional autoencoder (model.name=conv_ae, which `validate`
+  requires; `reference=dcec` sets up the paper's whole recipe)."""
+  return dataclasses.replace(idec(gamma), name='dcec')
