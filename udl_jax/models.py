@@ -194,6 +194,7 @@ class ConvEmbeddingAE(nn.Module):
   embedding: int = 10
   kernel_init: str = 'lecun_normal'
   dtype: Any = jnp.float32
+  transposed_conv: Callable = PhaseConvTranspose  # (features, kernel_size, padding=...) -> stride-2 module
 
   def setup(self):
     kw = dict(dtype=self.dtype, param_dtype=jnp.float32, kernel_init=_kernel_init(self.kernel_init))
@@ -209,9 +210,9 @@ class ConvEmbeddingAE(nn.Module):
                     nn.Conv(self.features[2], (3, 3), 2, padding=third, name='encoder_2', **kw)]
     self.to_embedding = nn.Dense(self.embedding, name='embedding', **kw)
     self.from_embedding = nn.Dense(self.map_side ** 2 * self.features[2], name='decoder_dense', **kw)
-    self.decoder = [PhaseConvTranspose(self.features[1], 3, padding=third, name='decoder_0', **kw),
-                    PhaseConvTranspose(self.features[0], 5, padding='SAME', name='decoder_1', **kw),
-                    PhaseConvTranspose(1, 5, padding='SAME', name='decoder_2', **kw)]
+    self.decoder = [self.transposed_conv(self.features[1], 3, padding=third, name='decoder_0', **kw),
+                    self.transposed_conv(self.features[0], 5, padding='SAME', name='decoder_1', **kw),
+                    self.transposed_conv(1, 5, padding='SAME', name='decoder_2', **kw)]
 
   def encode(self, x):
     h = x
