@@ -4,6 +4,8 @@
   pip install -e ".[bench]"                                          # tf-keras: Keras 2 on TensorFlow
   python -m benchmarks.dec_keras --dec_keras=~/DEC-keras --dataset=mnist_test --seeds=5 \
       --workdir=runs/dec_keras_mnist_test
+  python -m benchmarks.dec_keras --dec_keras=~/DEC-keras --dataset=mnist_test --seeds=5 \
+      --start_from=runs/mnist_test_reference --workdir=runs/dec_keras_mnist_test_same_start   # DEC phase only
 
 Imports DEC.py from the folder given, with the module names it expects mapped onto today's packages (`keras` ->
 tf_keras; `keras.engine.topology` -> tf_keras's Layer and InputSpec; its `metrics` module, whose ACC needs a
@@ -18,6 +20,8 @@ Writes WORKDIR/trials.csv, summary.json and table.md in udl_jax's format, rows `
 starts from: DEC-keras's first target update scores argmax Q at the k-means centres, the k-means assignment)
 and `dec` (its returned labels, those of its last target update), with pretraining, k-means and DEC times;
 WORKDIR/seed_S/ holds DEC-keras's own logs and weights. A seed already in trials.csv is skipped (resume).
+With --start_from, DEC-keras's DEC starts from a udl_jax run's autoencoder and k-means of each seed (its
+`ae_kmeans` row is then that start): the two DEC phases compared from one start.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ _FIRST_SEED = flags.DEFINE_integer('first_seed', 0, 'First seed.')
 _PRETRAIN_EPOCHS = flags.DEFINE_integer('pretrain_epochs', 0, "Pretraining epochs (0: the preset's).")
 _MAXITER = flags.DEFINE_integer('maxiter', 0, "DEC's maxiter (0: the preset's).")
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.')
+_START_FROM = flags.DEFINE_string('start_from', '', "A udl_jax benchmark run folder of the same dataset and seeds: "
+                                  "DEC-keras's DEC starts from each seed's autoencoder and k-means there instead of "
+                                  'pretraining its own (the DEC phases of both codes from one start).')
 
 METHODS = ['ae_kmeans', 'dec']
 
@@ -113,9 +120,23 @@ def _fresh_variance_scaling():
   return FreshVarianceScaling(scale=1 / 3, mode='fan_in', distribution='uniform')
 
 
+def udl_jax_start(run_dir: Path, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+  """(Keras weights of DEC-keras's autoencoder, k-means labels, centres) of a udl_jax run's seed: its pretrained
+  dense autoencoder (Flax `encoder_i` is Keras' `encoder_i`; Flax `decoder_j` is Keras' `decoder_{3-j}`, both
+  kernels (in, out)) and the k-means its fine-tuning methods started from."""
+  from udl_jax import assign
+  _, params, centres = assign.load_run(run_dir, 'ae_kmeans', seed)
+  layers = params['params']
+  n = sum(name.startswith('encoder_') for name in layers)
+  order = [f'encoder_{i}' for i in range(n)] + [f'decoder_{j}' for j in range(n)]
+  weights = [np.asarray(layers[name][k]) for name in order for k in ('kernel', 'bias')]
+  labels = np.load(run_dir / f'seed_{seed}' / 'ae_kmeans.npz')['labels']
+  return weights, labels, np.asarray(centres)
+
+
 def run_seed(dec_module, scores: _Scores, x: np.ndarray, y: np.ndarray, n_clusters: int, s: dict, seed: int,
-             folder: Path) -> list[dict]:
-  """One seed of DEC-keras: the ae_kmeans and dec trial rows."""
+             folder: Path, start: tuple | None = None) -> list[dict]:
+  """One seed of DEC-keras: the ae_kmeans and dec trial rows; from `start` (`udl_jax_start`) when given."""
   import tf_keras
   tf_keras.utils.set_random_seed(seed)  # Python, numpy and TensorFlow
   folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +148,10 @@ def run_seed(dec_module, scores: _Scores, x: np.ndarray, y: np.ndarray, n_cluste
   class TimedKMeans(dec_module.KMeans):  # the k-means DEC.fit starts from, timed apart from the DEC steps
     def fit_predict(self, *args, **kwargs):
       t0 = time.perf_counter()
-      out = super().fit_predict(*args, **kwargs)
+      if start:  # udl_jax's k-means of this autoencoder
+        self.cluster_centers_, out = start[2].astype(np.float32), start[1]
+      else:
+        out = super().fit_predict(*args, **kwargs)
       kmeans_seconds.append(time.perf_counter() - t0)
       return out
 
@@ -136,8 +160,13 @@ def run_seed(dec_module, scores: _Scores, x: np.ndarray, y: np.ndarray, n_cluste
   scores.updates.clear()
   with open(folder / 'dec_keras.log', 'w') as out, contextlib.redirect_stdout(out):
     t0 = time.perf_counter()
-    model.pretrain(x=x, y=None, optimizer=optimizer, epochs=s['epochs'], batch_size=s['batch_size'],
-                   save_dir=str(folder))
+    if start:
+      if [w.shape for w in model.autoencoder.get_weights()] != [w.shape for w in start[0]]:
+        raise app.UsageError('--start_from: that run\'s autoencoder is not DEC-keras\'s d-500-500-2000-10')
+      model.autoencoder.set_weights(start[0])
+    else:
+      model.pretrain(x=x, y=None, optimizer=optimizer, epochs=s['epochs'], batch_size=s['batch_size'],
+                     save_dir=str(folder))
     pretrain_seconds = time.perf_counter() - t0
     model.compile(optimizer=tf_keras.optimizers.SGD(s['cluster_lr'], momentum=s['cluster_momentum']), loss='kld')
     t0 = time.perf_counter()
@@ -171,7 +200,8 @@ def main(argv):
     if {(seed, m) for m in METHODS} <= {(r['seed'], r['method']) for r in rows}:
       continue
     log.info('DEC-keras seed %d: %s (%d epochs pretraining)', seed, _DATASET.value, s['epochs'])
-    new = run_seed(dec_module, scores, x, y, dataset.num_classes, s, seed, workdir / f'seed_{seed}')
+    start = udl_jax_start(Path(_START_FROM.value), seed) if _START_FROM.value else None
+    new = run_seed(dec_module, scores, x, y, dataset.num_classes, s, seed, workdir / f'seed_{seed}', start)
     rows = [r for r in rows if r['seed'] != seed] + new
     results.write_trials(workdir / 'trials.csv', rows)
     log.info('DEC-keras seed %d: %s', seed, ', '.join(f"{r['method']} ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
@@ -183,7 +213,7 @@ def main(argv):
   results.write_json(workdir / 'summary.json', {
       'dataset': _DATASET.value, 'protocol': 'transductive', 'n_samples': len(x), 'seeds': seeds,
       'complete': True, 'missing_trials': 0, 'methods': summary, 'peer': 'DEC-keras', 'settings': s,
-      'dec_keras': str(Path(_DEC_KERAS.value).expanduser()),
+      'dec_keras': str(Path(_DEC_KERAS.value).expanduser()), 'start_from': _START_FROM.value,
       'environment': {**results.environment(), 'tensorflow': tf.__version__, 'tf_keras': tf_keras.__version__}})
   header = f'DEC-keras (reference code) on {_DATASET.value} ({len(x)} images), {len(seeds)} seeds, NMI arithmetic\n\n'
   results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary) + results.table_notes(summary))

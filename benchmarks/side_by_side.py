@@ -26,6 +26,9 @@ _METHODS = flags.DEFINE_list('methods', ['ae_kmeans', 'dec'], 'Methods to compar
 _REFERENCE = flags.DEFINE_string('reference', None, 'The label the others are compared with.')
 _TITLE = flags.DEFINE_string('title', '', 'The heading of the table.')
 _OUT = flags.DEFINE_string('out', None, 'Markdown file to write (and .json beside it).', required=True)
+_TIMING_SEEDS = flags.DEFINE_list('timing_seeds', [], 'Seeds whose times enter the time columns and the ratio '
+                                   '(default: every compared seed), e.g. to leave out seeds that shared their '
+                                   'core with other work.')
 _TIMED_ELSEWHERE = flags.DEFINE_list('timed_elsewhere', [], 'Labels of runs timed on another machine: their times '
                                      'are shown in brackets and left out of the time ratio.')
 
@@ -36,12 +39,16 @@ def _stats(values: list[float]) -> dict:
   return {'mean': float(v.mean()), 'std': std, 'se': std / np.sqrt(len(v)), 'n': len(v)}
 
 
-def compare(runs: dict[str, list[dict]], methods: list[str]) -> dict:
+def compare(runs: dict[str, list[dict]], methods: list[str], timing_seeds: list[int] | None = None) -> dict:
   """{label: {method: {metric: stats, 'pretrain_seconds', 'seconds', 'iterations', 'values'}}} over the common
-  seeds."""
+  seeds; the two times over `timing_seeds` only, when given."""
   seeds = sorted(set.intersection(*({r['seed'] for r in rows if r['method'] in methods} for rows in runs.values())))
   if not seeds:
     raise app.UsageError('the runs have no seed in common')
+  timing_seeds = sorted(timing_seeds) if timing_seeds else seeds
+  if not set(timing_seeds) <= set(seeds):
+    raise app.UsageError(f'--timing_seeds {timing_seeds} must be among the compared seeds {seeds}')
+  timed = lambda picked, k: _stats([r[k] for r in picked if r['seed'] in timing_seeds])
   out = {}
   for label, rows in runs.items():
     out[label] = {}
@@ -49,13 +56,14 @@ def compare(runs: dict[str, list[dict]], methods: list[str]) -> dict:
       picked = [r for r in rows if r['method'] == m and r['seed'] in seeds]
       if len(picked) != len(seeds):
         raise app.UsageError(f'{label} lacks {m} for some of seeds {seeds}')
-      entry = {k: _stats([r[k] for r in picked]) for k in results.METRICS + ('seconds',)}
+      entry = {k: _stats([r[k] for r in picked]) for k in results.METRICS + ('iterations',)
+               if all(r.get(k) is not None for r in picked)}
       entry['values'] = {k: [r[k] for r in sorted(picked, key=lambda r: r['seed'])] for k in results.METRICS}
-      for k in ('pretrain_seconds', 'iterations'):
-        if all(r.get(k) is not None for r in picked):
-          entry[k] = _stats([r[k] for r in picked])
+      entry['seconds'] = timed(picked, 'seconds')
+      if all(r.get('pretrain_seconds') is not None for r in picked):
+        entry['pretrain_seconds'] = timed(picked, 'pretrain_seconds')
       out[label][m] = entry
-  return {'seeds': seeds, 'runs': out}
+  return {'seeds': seeds, 'timing_seeds': timing_seeds, 'runs': out}
 
 
 def _fmt(s: dict) -> str:
@@ -67,6 +75,8 @@ def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tu
   lines = [f'{title}' if title else '', '',
            f'Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}). Each cell: mean ± standard deviation over the seeds '
            '(standard error of the mean). NMI with arithmetic-mean normalisation. Times are wall seconds per seed'
+           + (f" (mean over seeds {', '.join(map(str, table['timing_seeds']))} only)"
+              if table.get('timing_seeds', seeds) != seeds else '')
            + (', in brackets where taken on another machine.' if timed_elsewhere else '.'),
            '', '| run | method | ACC | NMI | ARI | pretraining (s) | method (s) | iterations |',
            '| --- | --- | --- | --- | --- | --- | --- | --- |']
@@ -122,7 +132,7 @@ def main(argv):
                                                 if summary.exists() else {})}
   if _REFERENCE.value and _REFERENCE.value not in runs:
     raise app.UsageError(f'--reference={_REFERENCE.value} is not one of the runs ({", ".join(runs)})')
-  table = compare(runs, _METHODS.value)
+  table = compare(runs, _METHODS.value, [int(s) for s in _TIMING_SEEDS.value])
   out = Path(_OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   results.write_json(out.with_suffix('.json'), {**table, 'environments': environments})

@@ -53,6 +53,8 @@ TABLES = {
                             '(`--config.reference=dec_keras`).',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
     'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
+    'fashion_mnist_test_reference': 'Fashion-MNIST test set (10k), DEC-keras settings, in DEC-keras\'s reference mode '
+                                    '(`--config.reference=dec_keras`).',
     'mnist_gpu_float32': 'MNIST-70k, published settings, on one NVIDIA H200 GPU, float32.',
     'mnist_gpu_bfloat16': 'The same seeds in mixed precision (`--config.dtype=bfloat16`), run beside the float32 twin.',
 }

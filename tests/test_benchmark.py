@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from udl_jax import benchmark, records, results, train
+from udl_jax import assign, benchmark, data, models, records, results, train
 from udl_jax.errors import UserError
 
 from configs import benchmark as benchmark_config  # noqa: E402
@@ -378,6 +378,26 @@ def test_dataset_flag_applies_its_preset_and_print_config_runs_nothing(tmp_path)
   assert 'batch_order: in_order' in out['flag'] and 'partial_batch: true' in out['flag']
   assert 'seed 1: run kmeans, ae_kmeans, dec, idec' in out['flag'] and 'seed 2' not in out['flag']
   assert not any(tmp_path.iterdir())
+
+
+def test_dec_keras_peer_can_start_from_a_udl_jax_seed(bench):
+  """benchmarks/dec_keras.py --start_from: a seed's pretrained autoencoder as Keras weights (encoder_0.., then
+  Keras' decoder_3..decoder_0 = Flax decoder_0..), each kernel (in, out), a chain from the image back to it, and
+  the k-means start whose centres the labels are nearest to."""
+  from benchmarks import dec_keras
+  _, workdir, _ = bench
+  weights, labels, centres = dec_keras.udl_jax_start(workdir, 1)
+  kernels, biases = weights[::2], weights[1::2]
+  assert [k.shape[1] for k in kernels] == [b.shape[0] for b in biases] == [32, 16, 6, 16, 32, 64]
+  assert all(a.shape[1] == b.shape[0] for a, b in zip(kernels, kernels[1:])) and kernels[0].shape[0] == 64
+  config, params, _ = assign.load_run(workdir, 'ae_kmeans', 1)
+  model = models.from_config(config, (8, 8, 1))
+  z = np.asarray(train.embed(model, params, models.model_input('ae', data.load('digits').x)))
+  np.testing.assert_array_equal(((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1), labels)
+  h = models.model_input('ae', data.load('digits').x)
+  for k, b in zip(kernels[:2], biases[:2]):
+    h = np.maximum(h @ k + b, 0)
+  np.testing.assert_allclose(h @ kernels[2] + biases[2], z, atol=1e-4)  # the Keras encoder's embedding
 
 
 def test_dcec_reference_mode_runs_end_to_end(tmp_path):
