@@ -199,7 +199,8 @@ def main(argv):
   for seed in seeds:
     if {(seed, m) for m in METHODS} <= {(r['seed'], r['method']) for r in rows}:
       continue
-    log.info('DEC-keras seed %d: %s (%d epochs pretraining)', seed, _DATASET.value, s['epochs'])
+    log.info('DEC-keras seed %d: %s (%s)', seed, _DATASET.value, f"from {_START_FROM.value}'s autoencoder" if
+             _START_FROM.value else f"{s['epochs']} epochs pretraining")
     start = udl_jax_start(Path(_START_FROM.value), seed) if _START_FROM.value else None
     new = run_seed(dec_module, scores, x, y, dataset.num_classes, s, seed, workdir / f'seed_{seed}', start)
     rows = [r for r in rows if r['seed'] != seed] + new

@@ -29,6 +29,8 @@ _OUT = flags.DEFINE_string('out', None, 'Markdown file to write (and .json besid
 _TIMING_SEEDS = flags.DEFINE_list('timing_seeds', [], 'Seeds whose times enter the time columns and the ratio '
                                    '(default: every compared seed), e.g. to leave out seeds that shared their '
                                    'core with other work.')
+_PAIRED = flags.DEFINE_bool('paired', False, 'The runs share each seed\'s start (dec_keras --start_from): compare '
+                            'seed by seed, with the paired t-test and the standard error of the differences.')
 _TIMED_ELSEWHERE = flags.DEFINE_list('timed_elsewhere', [], 'Labels of runs timed on another machine: their times '
                                      'are shown in brackets and left out of the time ratio.')
 
@@ -70,7 +72,23 @@ def _fmt(s: dict) -> str:
   return f"{s['mean']:.3f} ± {s['std']:.3f} ({s['se']:.3f})"
 
 
-def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tuple[str, ...] = ()) -> str:
+def _difference(a: dict, b: dict, k: str, paired: bool) -> str:
+  """mean(a) - mean(b) in standard errors, with the t-test's p: Welch's on two samples, or the paired test on the
+  seed-by-seed differences (their own standard error)."""
+  d = a[k]['mean'] - b[k]['mean']
+  if paired:
+    diffs = np.subtract(a['values'][k], b['values'][k])
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    p = stats.ttest_rel(a['values'][k], b['values'][k]).pvalue if se else float('nan')
+  else:
+    se = np.hypot(a[k]['se'], b[k]['se'])
+    p = stats.ttest_ind(a['values'][k], b['values'][k], equal_var=False).pvalue
+  digits = 4 if paired else 3  # from one start the differences are small
+  return f'{d:+.{digits}f} ({d / se:+.1f} SE, p {p:.2f})' if se else f'{d:+.{digits}f}'
+
+
+def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tuple[str, ...] = (),
+             paired: bool = False) -> str:
   seeds = table['seeds']
   lines = [f'{title}' if title else '', '',
            f'Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}). Each cell: mean ± standard deviation over the seeds '
@@ -89,9 +107,12 @@ def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tu
       lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {_fmt(e['acc'])} | {_fmt(e['nmi'])} | "
                    f"{_fmt(e['ari'])} | {pre} | {own} | {its} |")
   if reference:
-    lines += ['', f'Difference from {reference}: mean - mean_ref, in combined standard errors (mean - mean_ref) / '
+    lines += ['', f'Difference from {reference}, seed by seed from the same start: mean of the differences, in '
+              'their standard error, and the paired two-sided t-test p-value.' if paired else
+              f'Difference from {reference}: mean - mean_ref, in combined standard errors (mean - mean_ref) / '
               "sqrt(se² + se_ref²), and Welch's two-sided t-test p-value.",
-              '', '| run | method | ACC | NMI | ARI | time / seed, pretraining + all methods (× ' + reference + ') |',
+              '', '| run | method | ACC | NMI | ARI | ' + ('the method\'s own time' if paired else
+                                                         'time / seed, pretraining + all methods') + f' (× {reference}) |',
               '| --- | --- | --- | --- | --- | --- |']
     ref = table['runs'][reference]
     ref_time = _seed_time(ref)
@@ -99,14 +120,10 @@ def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tu
       if label == reference:
         continue
       for m, e in by_method.items():
-        cells = []
-        for k in results.METRICS:
-          a, b = e[k], ref[m][k]
-          se = np.hypot(a['se'], b['se'])
-          p = stats.ttest_ind(e['values'][k], ref[m]['values'][k], equal_var=False).pvalue
-          cells.append(f"{a['mean'] - b['mean']:+.3f} ({(a['mean'] - b['mean']) / se:+.1f} SE, p {p:.2f})" if se else
-                       f"{a['mean'] - b['mean']:+.3f}")
-        ratio = f'{_seed_time(by_method) / ref_time:.2f}' if ref_time and label not in timed_elsewhere else '—'
+        cells = [_difference(e, ref[m], k, paired) for k in results.METRICS]
+        own, ref_own = (_seed_time(by_method), ref_time) if not paired else (e['seconds']['mean'],
+                                                                             ref[m]['seconds']['mean'])
+        ratio = f'{own / ref_own:.2f}' if ref_own >= 0.05 and label not in timed_elsewhere else '—'
         lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {' | '.join(cells)} | {ratio} |")
   return '\n'.join(lines).lstrip() + '\n'
 
@@ -136,7 +153,8 @@ def main(argv):
   out = Path(_OUT.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   results.write_json(out.with_suffix('.json'), {**table, 'environments': environments})
-  results.write_atomic(out, markdown(table, _REFERENCE.value, _TITLE.value, tuple(_TIMED_ELSEWHERE.value)))
+  results.write_atomic(out, markdown(table, _REFERENCE.value, _TITLE.value, tuple(_TIMED_ELSEWHERE.value),
+                                     _PAIRED.value))
   print(out.read_text())
 
 

@@ -32,3 +32,13 @@ def test_common_seeds_standard_errors_and_timing_seeds():
   assert '(mean over seeds 0, 2 only)' in text and '| 1.00 |' in text
   with pytest.raises(app.UsageError, match='must be among the compared seeds'):
     side_by_side.compare(runs, ['dec'], timing_seeds=[7])
+
+
+def test_paired_differences_use_the_seed_by_seed_spread():
+  """From one start per seed, a constant offset is many standard errors even when the seeds spread widely."""
+  runs = {'ref': _rows([0.5, 0.6, 0.7], [1, 1, 1]), 'ours': _rows([0.51, 0.62, 0.71], [1, 1, 1])}
+  table = side_by_side.compare(runs, ['dec'])
+  unpaired, paired = (side_by_side.markdown(table, 'ref', 'T', paired=p) for p in (False, True))
+  assert '+0.013 (+0.2 SE' in unpaired and 'paired' not in unpaired
+  assert '+0.0133 (+4.0 SE, p 0.06)' in paired and 'paired two-sided t-test' in paired
+
