@@ -123,6 +123,7 @@ def markdown(table: dict, reference: str | None, title: str, timed_elsewhere: tu
         cells = [_difference(e, ref[m], k, paired) for k in results.METRICS]
         own, ref_own = (_seed_time(by_method), ref_time) if not paired else (e['seconds']['mean'],
                                                                              ref[m]['seconds']['mean'])
+        # (a reference time under 0.05 s, e.g. a k-means start loaded rather than run, gives no ratio)
         ratio = f'{own / ref_own:.2f}' if ref_own >= 0.05 and label not in timed_elsewhere else '—'
         lines.append(f"| {label} | {results.METHOD_LABELS.get(m, m)} | {' | '.join(cells)} | {ratio} |")
   return '\n'.join(lines).lstrip() + '\n'

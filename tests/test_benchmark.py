@@ -392,9 +392,9 @@ def test_dec_keras_peer_can_start_from_a_udl_jax_seed(bench):
   assert all(a.shape[1] == b.shape[0] for a, b in zip(kernels, kernels[1:])) and kernels[0].shape[0] == 64
   config, params, _ = assign.load_run(workdir, 'ae_kmeans', 1)
   model = models.from_config(config, (8, 8, 1))
-  z = np.asarray(train.embed(model, params, models.model_input('ae', data.load('digits').x)))
-  np.testing.assert_array_equal(((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1), labels)
   h = models.model_input('ae', data.load('digits').x)
+  z = np.asarray(train.embed(model, params, h))
+  np.testing.assert_array_equal(((z[:, None] - centres[None]) ** 2).sum(-1).argmin(1), labels)
   for k, b in zip(kernels[:2], biases[:2]):
     h = np.maximum(h @ k + b, 0)
   np.testing.assert_allclose(h @ kernels[2] + biases[2], z, atol=1e-4)  # the Keras encoder's embedding
@@ -412,6 +412,8 @@ def test_dcec_reference_mode_runs_end_to_end(tmp_path):
   assert 'DCEC reference mode' in (tmp_path / 'table.md').read_text().splitlines()[0]
   [row] = [r for r in _trials(tmp_path) if r['method'] == 'dcec']
   assert float(row['iterations']) == 14
+  start, trained = (assign.load_run(tmp_path, m, 0)[2] for m in ('ae_kmeans', 'dcec'))
+  assert np.abs(np.asarray(trained) - start).max() > 1e-5  # DCEC moved its centres from the k-means start
 
 
 def test_a_small_unlabelled_folder_runs_with_fitted_batches_and_writes_each_images_cluster(digits, tmp_path):
