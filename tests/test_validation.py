@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from configs import autoencoder as autoencoder_config, benchmark as benchmark_config
 from test_benchmark import _launcher, _small_config
-from udl_jax import assign, autoencoder, benchmark, dec, methods, models
+from udl_jax import assign, autoencoder, benchmark, dec, methods, models, records
 from udl_jax.errors import UserError
 
 BAD = [
@@ -89,6 +90,18 @@ def _ae_config(**changes):
     block, name = key.split('.') if '.' in key else (None, key)
     (c[block] if block else c)[name] = value
   return c
+
+
+def test_a_workdir_saved_by_an_older_udl_jax_resumes():
+  """tests/data holds the config.json that commit 046a12f saved for results/mnist_test_zoo. Today's config for
+  the same command must resume that workdir: every key added since is in config.ADDED_DEFAULTS at the value
+  those runs had (model.conv_features was not, and adding VaDE to that run was refused)."""
+  saved = json.loads((Path(__file__).parent / 'data' / 'mnist_test_zoo_config_046a12f.json').read_text())
+  now = benchmark_config.get_config('dataset=mnist_test')
+  now.methods = saved['methods'] + ',vade'
+  assert records.changed_settings(saved, records.as_json(now), benchmark._may_change(now)) == []
+  now.model.dims = (500, 500, 10)
+  assert records.changed_settings(saved, records.as_json(now), benchmark._may_change(now)) == ['model.dims']
 
 
 def test_autoencoder_workdir_refuses_changed_settings(tmp_path):

@@ -93,7 +93,8 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
 
 # Keys added after runs were saved: a saved config without one ran with this value (dotted names).
 ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False, 'pretrain.partial_batch': False,
-                  'train.partial_batch': False, 'cluster.batch_order': 'shuffled', 'reference': ''}
+                  'train.partial_batch': False, 'cluster.batch_order': 'shuffled', 'reference': '',
+                  'model.conv_features': [32, 64, 128]}
 
 # What configs written before these cluster keys existed ran with (for comparing a saved run's settings).
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}
