@@ -217,3 +217,28 @@ def test_phase_conv_transpose_equals_flax_conv_transpose(kernel_size, padding):
              for layer in (ours, flax_layer)]
     for a, b in zip(*map(jax.tree.leaves, grads)):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('output_activation', ['linear', 'sigmoid'])
+def test_dense_ae_gives_its_output_logits(output_activation):
+  """'logits' is the output layer before its activation (what a Bernoulli likelihood reads); `decode_logits`
+  gives the same from the embedding."""
+  cfg = config.model_block('ae')
+  cfg.dims, cfg.output_activation = (16, 4), output_activation
+  model = models.make_model('ae', (8, 8, 1), cfg)
+  x = jax.random.uniform(jax.random.key(0), (3, 64))
+  params = model.init(jax.random.key(1), x)
+  out = model.apply(params, x)
+  activation = jax.nn.sigmoid if output_activation == 'sigmoid' else (lambda a: a)
+  np.testing.assert_allclose(out['recon'], activation(out['logits']), rtol=1e-6)
+  np.testing.assert_allclose(model.apply(params, out['z'], method=model.decode_logits), out['logits'], rtol=1e-6)
+
+
+def test_bernoulli_reconstruction_is_the_mean_binary_cross_entropy():
+  x = jnp.asarray([[0.0, 1.0, 0.25], [1.0, 0.0, 0.5]])
+  logits = jnp.asarray([[-3.0, 2.0, 0.0], [40.0, -60.0, 1.0]])  # saturated logits stay finite
+  l, t = np.asarray(logits, np.float64), np.asarray(x, np.float64)
+  terms = t * np.log1p(np.exp(-l)) + (1 - t) * np.log1p(np.exp(l))  # -log sigmoid(l), -log(1 - sigmoid(l))
+  loss, aux = losses.reconstruction_error({'logits': logits, 'recon': jax.nn.sigmoid(logits)}, x, 'bernoulli')
+  np.testing.assert_allclose(float(loss), terms.mean(), rtol=1e-5)
+  assert set(aux) == {'bce', 'mse'} and float(aux['bce']) == float(loss)

@@ -13,6 +13,7 @@ import pytest
 from configs import autoencoder as autoencoder_config, benchmark as benchmark_config
 from test_benchmark import _launcher, _small_config
 from udl_jax import assign, autoencoder, benchmark, dec, methods, models, records
+from udl_jax import config as udl_config
 from udl_jax.errors import UserError
 
 BAD = [
@@ -34,6 +35,11 @@ BAD = [
     ({'cluster.method_kwargs.idec.gama': 0.1}, "'idec' has no hyperparameter 'gama' (cluster.method_kwargs.idec); it takes: gamma"),
     ({'cluster.batch_order': 'random'}, "cluster.batch_order must be one of shuffled, in_order, got 'random'"),
     ({'model.kernel_init': 'he_normal'}, "unknown model.kernel_init 'he_normal'"),
+    ({'model.reconstruction': 'bce'}, "model.reconstruction must be one of mse, bernoulli, got 'bce'"),
+    ({'model.reconstruction': 'bernoulli'}, "model.reconstruction=bernoulli reads the logits of a dense "
+                                            "autoencoder's sigmoid output"),
+    ({'methods': 'kmeans,vade', 'cluster.method_kwargs.vade.likelihood': 'bernoulli'},
+     "vade's Bernoulli likelihood reads the decoder's output as logits: pretrain the autoencoder for it"),
     ({'methods': 'kmeans,dcec'}, "method 'dcec' is IDEC on DCEC's convolutional autoencoder: add "
                                  '--config.model.name=conv_ae'),
 ]
@@ -61,8 +67,21 @@ def test_reference_mode_follows_dcec():
           c.pretrain.partial_batch) == ('conv_ae', 'glorot_uniform', 200, 'adam', 1e-3, True)
   assert (c.cluster.update_interval, c.cluster.batch_order, c.methods, c.dataset) == \
       (140, 'in_order', 'kmeans,ae_kmeans,dcec', 'mnist_test')
-  with pytest.raises(UserError, match='valid: dec_keras, dcec'):
+  with pytest.raises(UserError, match='valid: dec_keras, dcec, vade'):
     benchmark_config.get_config('dataset=usps,reference=idec')
+
+
+def test_reference_mode_follows_vades_mnist_recipe():
+  """reference=vade: a sigmoid output pretrained on binary cross-entropy (Adam, glorot_uniform, Keras' partial
+  batch) and VaDE's Bernoulli likelihood for 3000 epochs; a valid config."""
+  c = benchmark_config.get_config('dataset=mnist,reference=vade')
+  assert (c.model.name, c.model.output_activation, c.model.reconstruction, c.model.kernel_init) == \
+      ('ae', 'sigmoid', 'bernoulli', 'glorot_uniform')
+  assert (c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate, c.pretrain.partial_batch) == \
+      (300, 'adam', 1e-3, True)
+  assert (c.cluster.method_kwargs.vade.likelihood, c.cluster.method_kwargs.vade.epochs, c.methods) == \
+      ('bernoulli', 3000, 'kmeans,ae_kmeans,ae_gmm,vade')
+  udl_config.validate(c)
 
 
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from udl_jax import data, methods, models, parallel, train
+from udl_jax import data, losses, methods, models, parallel, train
 from udl_jax.errors import UserError
 
 
@@ -19,6 +19,7 @@ def model_block(name: str = 'ae') -> ml_collections.ConfigDict:
       'activation': 'relu',
       'bottleneck_activation': 'linear',  # 'sigmoid' for the article's 10-unit sigmoid code
       'output_activation': 'linear',
+      'reconstruction': 'mse',           # or 'bernoulli': binary cross-entropy of a sigmoid output (VaDE's MNIST AE)
       'kernel_init': 'lecun_normal',     # or 'dec': VarianceScaling(1/3, fan_in, uniform), or 'glorot_uniform'
       'sparsity_weight': 1e-4,           # sparse_ae: weight of the L1 activity penalty
       'sparsity_layers': 'all',          # sparse_ae: 'all' hidden layers or only the 'code'
@@ -94,7 +95,7 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
 # Keys added after runs were saved: a saved config without one ran with this value (dotted names).
 ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False, 'pretrain.partial_batch': False,
                   'train.partial_batch': False, 'cluster.batch_order': 'shuffled', 'reference': '',
-                  'model.conv_features': [32, 64, 128]}
+                  'model.conv_features': [32, 64, 128], 'model.reconstruction': 'mse'}
 
 # What configs written before these cluster keys existed ran with (for comparing a saved run's settings).
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}
@@ -142,7 +143,7 @@ BATCH_ORDERS = ('shuffled', 'in_order')
 
 
 # Reference codes whose every number-changing detail a run can follow (`reference=NAME`), and their names.
-REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC'}
+REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC', 'vade': 'VaDE'}
 
 
 def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str = '') -> None:
@@ -156,6 +157,10 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   reference='dcec' (DCEC, XifengGuo/DCEC, the same Keras loops): its convolutional autoencoder (conv_ae,
   glorot_uniform) pretrained 200 epochs with Adam(1e-3) on every dataset, target updates every 140 steps, and
   the methods kmeans, ae_kmeans (CAE + KMeans) and dcec.
+  reference='vade' (VaDE, slim1017/VaDE, Keras too): its MNIST recipe. DEC's dense network with glorot_uniform
+  and a sigmoid output on binary cross-entropy, and VaDE with the Bernoulli likelihood for 3000 epochs; the
+  methods kmeans, ae_kmeans, ae_gmm (VaDE's start) and vade. Its pretraining code was never published (it ships
+  weights): here the dataset's preset epochs with Adam(1e-3), Keras' partial batch.
   """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
@@ -164,7 +169,9 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   preset = PRESETS[dataset]
   if reference == 'dcec':
     preset = {**preset, 'pretrain_epochs': 200, 'optimizer': 'adam', 'learning_rate': 1e-3, 'update_interval': 140}
-  keras = bool(reference)  # both reference codes train with Keras' fit and walk their data in order
+  if reference == 'vade':
+    preset = {**preset, 'optimizer': 'adam', 'learning_rate': 1e-3}
+  keras = bool(reference)  # the reference codes train with Keras' fit and walk their data in order
   config.dataset = dataset
   config.reference = reference
   config.pretrain.epochs = preset['pretrain_epochs']
@@ -180,6 +187,11 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
     config.model.name = 'conv_ae'
     if 'methods' in config:
       config.methods = 'kmeans,ae_kmeans,dcec'
+  if reference == 'vade':
+    config.model.name, config.model.output_activation, config.model.reconstruction = 'ae', 'sigmoid', 'bernoulli'
+    config.cluster.method_kwargs.vade.update(likelihood='bernoulli', epochs=3000)
+    if 'methods' in config:
+      config.methods = 'kmeans,ae_kmeans,ae_gmm,vade'
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
@@ -214,6 +226,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"unknown model '{config.model.name}'; valid: {', '.join(models.MODEL_NAMES)}")
   _check(config.model.kernel_init in models.KERNEL_INITS,
          f"unknown model.kernel_init '{config.model.kernel_init}'; valid: {', '.join(models.KERNEL_INITS)}")
+  reconstruction = config.model.get('reconstruction', 'mse')
+  _check(reconstruction in losses.RECONSTRUCTIONS,
+         f"model.reconstruction must be one of {', '.join(losses.RECONSTRUCTIONS)}, got '{reconstruction}'")
+  _check(reconstruction == 'mse' or (config.model.name in ('ae', 'sparse_ae')
+                                     and config.model.output_activation == 'sigmoid'),
+         "model.reconstruction=bernoulli reads the logits of a dense autoencoder's sigmoid output: use model.name=ae "
+         '(or sparse_ae) with --config.model.output_activation=sigmoid')
   for block in ('pretrain', 'train'):
     if block in config:
       b = config[block]
@@ -254,6 +273,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _check(not (getattr(method, 'needs_decoder', False) and config.model.name == 'vae'),
                f"method '{m}' trains the decoder's reconstruction, which model vae does not have; use "
                'model.name=ae (or drop the method)')
+        _check(not (m == 'vade' and method_kwargs(config.cluster, m).get('likelihood') == 'bernoulli'
+                    and reconstruction != 'bernoulli'),
+               "vade's Bernoulli likelihood reads the decoder's output as logits: pretrain the autoencoder for it "
+               'with --config.model.reconstruction=bernoulli --config.model.output_activation=sigmoid')
         _check(m != 'dcec' or config.model.name == 'conv_ae',
                "method 'dcec' is IDEC on DCEC's convolutional autoencoder: add --config.model.name=conv_ae, or "
                'run the paper\'s recipe with reference=dcec (--config=configs/benchmark.py:dataset=NAME,reference=dcec)')

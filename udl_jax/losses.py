@@ -1,6 +1,8 @@
 """Autoencoder objectives as pure functions `loss_fn(params, x, rng) -> (loss, aux)`.
 
-  ae         mean squared reconstruction error (DEC's pretraining loss); conv_ae (DCEC's CAE) too
+  ae         mean squared reconstruction error (DEC's pretraining loss); conv_ae (DCEC's CAE) too. With
+             model.reconstruction='bernoulli' (dense models, sigmoid output): the mean binary cross-entropy of
+             the output's logits, VaDE's MNIST autoencoder
   sparse_ae  the same plus `sparsity_weight` x mean |activation| of the chosen hidden layers (L1 activity)
   dae        reconstruct the clean image from a salt-and-pepper corrupted copy
   vae        negative ELBO: summed Bernoulli negative log-likelihood + KL(q(z|x) || N(0, I)), mean over batch
@@ -49,12 +51,25 @@ def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x), axis=-1)
 
 
+RECONSTRUCTIONS = ('mse', 'bernoulli')
+
+
+def reconstruction_error(out: dict, x: jax.Array, kind: str) -> tuple[jax.Array, dict]:
+  """(loss, aux) of a dense or conv autoencoder's output: the mean squared error of `recon`, or the mean binary
+  cross-entropy of the output layer's `logits` (computed from logits, where it is finite for any output)."""
+  if kind == 'bernoulli':
+    loss = jnp.mean(optax.sigmoid_binary_cross_entropy(out['logits'], x))
+    return loss, {'bce': loss, 'mse': mse(out['recon'], x)}
+  loss = mse(out['recon'], x)
+  return loss, {'mse': loss}
+
+
 def make_loss_fn(model_name: str, model, config) -> LossFn:
   """The training objective of a model family; `config` is the run's `model` block."""
+  kind = config.get('reconstruction', 'mse') if config is not None else 'mse'
   if model_name in ('ae', 'conv_ae'):
     def loss_fn(params, x, rng):
-      loss = mse(model.apply(params, x)['recon'], x)
-      return loss, {'mse': loss}
+      return reconstruction_error(model.apply(params, x), x, kind)
   elif model_name == 'sparse_ae':
     weight, layers = config.sparsity_weight, config.sparsity_layers
 
@@ -62,8 +77,8 @@ def make_loss_fn(model_name: str, model, config) -> LossFn:
       out = model.apply(params, x)
       hidden = out['hidden'] if layers == 'all' else [out['z']]
       l1 = mean_abs_activation(hidden)
-      rec = mse(out['recon'], x)
-      return rec + weight * l1, {'mse': rec, 'mean_abs_activation': l1}
+      rec, aux = reconstruction_error(out, x, kind)
+      return rec + weight * l1, {**aux, 'mean_abs_activation': l1}
   elif model_name == 'dae':
     amount = config.noise_amount
 

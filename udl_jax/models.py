@@ -58,29 +58,36 @@ class DenseAE(nn.Module):
     self.decoder = [dense(n, f'decoder_{i}') for i, n in enumerate(decoder_dims)]
 
   def _run(self, layers, h, last_activation):
+    """(output, every layer's output, the last layer's pre-activation)."""
     hidden = []
     for i, layer in enumerate(layers):
       last = i == len(layers) - 1
-      h = _activation(last_activation if last else self.activation)(layer(h))
+      pre = layer(h)
+      h = _activation(last_activation if last else self.activation)(pre)
       hidden.append(h)
-    return h, hidden
+    return h, hidden, pre
 
   def encode(self, x):
     return self._run(self.encoder, x, self.bottleneck_activation)[0].astype(jnp.float32)
 
   def encode_with_hidden(self, x):
     """(embedding, the encoder's last hidden layer): what a posterior head on top of the encoder reads (VaDE)."""
-    z, hidden = self._run(self.encoder, x, self.bottleneck_activation)
+    z, hidden, _ = self._run(self.encoder, x, self.bottleneck_activation)
     return z.astype(jnp.float32), hidden[-2]
 
   def decode(self, z):
     return self._run(self.decoder, z, self.output_activation)[0].astype(jnp.float32)
 
+  def decode_logits(self, z):
+    """The output layer before its activation: a sigmoid output's logits, for a Bernoulli likelihood."""
+    return self._run(self.decoder, z, self.output_activation)[2].astype(jnp.float32)
+
   def __call__(self, x, rng=None):
-    z, enc_hidden = self._run(self.encoder, x, self.bottleneck_activation)
-    recon, dec_hidden = self._run(self.decoder, z, self.output_activation)
+    z, enc_hidden, _ = self._run(self.encoder, x, self.bottleneck_activation)
+    recon, dec_hidden, logits = self._run(self.decoder, z, self.output_activation)
     hidden = [h.astype(jnp.float32) for h in enc_hidden + dec_hidden[:-1]]
-    return {'recon': recon.astype(jnp.float32), 'z': z.astype(jnp.float32), 'hidden': hidden}
+    return {'recon': recon.astype(jnp.float32), 'logits': logits.astype(jnp.float32), 'z': z.astype(jnp.float32),
+            'hidden': hidden}
 
 
 class ConvAE(nn.Module):

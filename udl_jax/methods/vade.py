@@ -12,9 +12,14 @@ Where this differs from the reference code (slim1017/VaDE), and why:
     (on squared error), a Gaussian whose variance is that autoencoder's mean squared reconstruction error (its
     maximum-likelihood value). With unit variance (the reference's 'linear' datatype, weight 1 on the summed
     squared error) the KL term outweighs reconstructing images in [0, 1], and every point fell into one
-    cluster on digits. `likelihood='bernoulli'` reads the output as logits instead (the reference's MNIST);
+    cluster on digits. `likelihood='bernoulli'` (the reference's MNIST) reads the logits of a sigmoid output,
+    of an autoencoder pretrained on binary cross-entropy (`model.reconstruction='bernoulli'`; `validate` refuses
+    it on the squared-error one);
   - the ELBO keeps its constants (the reference drops log 2 pi from the entropy term): same gradients;
-  - labels come from the posterior mean, not a sample, so that a finished model labels deterministically.
+  - labels come from the posterior mean, not a sample, so that a finished model labels deterministically;
+  - pi starts at the GMM's weights (the reference takes only its means and variances and starts pi at 1/K);
+  - the autoencoder: the reference ships pretrained weights, and its pretraining code was never published
+    (slim1017/VaDE issues 2 and 5, where others' own pretraining ended with every point in one cluster).
 """
 
 from __future__ import annotations
@@ -74,7 +79,8 @@ def make_loss(model, likelihood: str, variance: float = 1.0):
     mean, hidden = _encode(model, params['ae'], x)
     logvar = hidden.astype(jnp.float32) @ params['logvar']['kernel'] + params['logvar']['bias']
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-    recon = reconstruction_nll(model.apply(params['ae'], z, method=model.decode), x, likelihood, variance)
+    decode = model.decode_logits if likelihood == 'bernoulli' else model.decode
+    recon = reconstruction_nll(model.apply(params['ae'], z, method=decode), x, likelihood, variance)
     kl = latent_kl(mean, logvar, z, params['prior'])
     return jnp.mean(recon + kl), {'reconstruction': jnp.mean(recon), 'kl': jnp.mean(kl)}
   return loss_fn
