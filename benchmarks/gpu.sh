@@ -8,7 +8,12 @@
 # 2. issue 19: MNIST-70k, published settings (300 SGD epochs, DEC maxiter 20,000), AE+KMeans and DEC, 10 seeds
 #    as one seed batch in one process, timed (issue 19 reports 307 s for the same table on one H100 with three
 #    processes sharing the GPU; the goal is under 60 s);
-# 3. issue 17: dec_da and idec_da on MNIST-70k with augmented pretraining, 3 seeds as one batch.
+# 3. issue 17: dec_da and idec_da on MNIST-70k with augmented pretraining, 3 seeds as one batch;
+# 4. issue 17, not run by default: DCEC's recipe on MNIST-70k (reference=dcec), 3 seeds as one batch;
+# 5. issue 17, not run by default: VaDE's Bernoulli recipe on MNIST-70k (reference=vade), 3 seeds.
+# CHECKS picks checks 2-5 and their order (default "seed_batch dec_da"; the others: dcec, vade); each has its own
+# time limit (SEED_BATCH_SECONDS, DEC_DA_SECONDS, DCEC_SECONDS, VADE_SECONDS), and a stopped run resumes from its
+# checkpoints in a later session only if they come back, which they do not: size the limits to finish.
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs and the workdirs less
 # their checkpoints and saved parameters (a lent machine returns files of at most 16 MiB), to be unpacked into
 # runs/ and published like any other run. The previous session's version (throughput, scaling, float32 against
@@ -35,8 +40,17 @@ timed() {  # name timeout_s benchmark-flags...
   echo "$name rc=$? wall $(( $(date +%s) - start )) s"
   tail -n 12 "$out/$name.log"
 }
-timed mnist_seed_batch "${SEED_BATCH_SECONDS:-300}" --config=configs/benchmark.py:dataset=mnist --config.seeds=10 \
-  --config.seed_batch=10 --config.methods=ae_kmeans,dec --config.pretrain.checkpoint_every=100
-timed mnist_dec_da "${DEC_DA_SECONDS:-240}" --config=configs/benchmark.py:dataset=mnist --config.seeds=3 \
-  --config.seed_batch=3 --config.methods=ae_kmeans,dec_da,idec_da --config.pretrain.augment=True \
-  --config.pretrain.checkpoint_every=100
+for check in ${CHECKS:-seed_batch dec_da}; do
+  case $check in
+    seed_batch) timed mnist_seed_batch "${SEED_BATCH_SECONDS:-300}" --config=configs/benchmark.py:dataset=mnist \
+      --config.seeds=10 --config.seed_batch=10 --config.methods=ae_kmeans,dec --config.pretrain.checkpoint_every=100 ;;
+    dec_da) timed mnist_dec_da "${DEC_DA_SECONDS:-240}" --config=configs/benchmark.py:dataset=mnist --config.seeds=3 \
+      --config.seed_batch=3 --config.methods=ae_kmeans,dec_da,idec_da --config.pretrain.augment=True \
+      --config.pretrain.checkpoint_every=100 ;;
+    dcec) timed mnist_dcec "${DCEC_SECONDS:-300}" --config=configs/benchmark.py:dataset=mnist,reference=dcec \
+      --config.seeds=3 --config.seed_batch=3 --config.pretrain.checkpoint_every=100 ;;
+    vade) timed mnist_vade "${VADE_SECONDS:-300}" --config=configs/benchmark.py:dataset=mnist,reference=vade \
+      --config.seeds=3 --config.seed_batch=3 --config.pretrain.checkpoint_every=100 ;;
+    *) echo "unknown check '$check' (seed_batch, dec_da, dcec, vade)"; exit 2 ;;
+  esac
+done
