@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu.sh OUT_DIR
 #
-# Needs: jax with a GPU backend, scikit-learn, and MNIST's (check 6: Fashion-MNIST's) IDX files in $UDL_DATA_DIR. The checks still open:
+# Needs: jax with a GPU backend, scikit-learn, and MNIST's (check 6: Fashion-MNIST's) IDX files in
+# $UDL_DATA_DIR. The checks still open:
 # 1. a smoke test (digits, 2 seeds as one seed batch, 2 epochs) that stops the script if the stack is broken;
 # 2. issue 19: MNIST-70k, published settings (300 SGD epochs, DEC maxiter 20,000), AE+KMeans and DEC, 10 seeds
 #    as one seed batch in one process, timed (issue 19 reports 307 s for the same table on one H100 with three
