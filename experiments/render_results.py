@@ -45,6 +45,8 @@ TABLES = {
     'digits_vade': 'Embedded 8x8 digits, VaDE beside the baselines (the default settings, 10 seeds).',
     'digits_dcec': 'Embedded 8x8 digits, DCEC with its own recipe (`reference=dcec`: convolutional autoencoder; its '
                    'AE + KMeans row is CAE + KMeans).',
+    'digits_da': 'Embedded 8x8 digits, DEC-DA and IDEC-DA with DEC-DA\'s recipe (augmented pretraining and '
+                 'clustering), and plain DEC from the same augmented autoencoders.',
     'digits_holdout': 'The same, holdout protocol: fit on 70%, score the 30% held out.',
     'mnist_test': 'MNIST test set (10k), DEC-keras settings.',
     'mnist_test_zoo': 'MNIST test set (10k), DEC-keras settings, every method.',
@@ -72,7 +74,7 @@ AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')
 # The cross-method table: its columns (a dataset, the committed folder holding its newest run of each method,
 # in order of preference) and the published ACC / NMI set beside each measured cell.
 CROSS_COLUMNS = {
-    'digits': ('digits_zoo', 'digits', 'digits_vade', 'digits_dcec'),
+    'digits': ('digits_zoo', 'digits', 'digits_vade', 'digits_dcec', 'digits_da'),
     'MNIST-test': ('mnist_test_zoo', 'mnist_test', 'mnist_test_da'),
     'MNIST-70k': ('mnist',),
     'Fashion-70k': ('fashion_mnist',),
@@ -178,7 +180,8 @@ def cross_method_section() -> str:
            'Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
            'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
            'shared by all deep methods of a seed,\nnot included). Each column\'s run and command: its section below '
-           '(digits: `digits_zoo`, VaDE `digits_vade`, DCEC `digits_dcec`; MNIST-test: `mnist_test_zoo`).', '',
+           '(digits: `digits_zoo`, VaDE `digits_vade`, DCEC `digits_dcec`, DEC-DA and IDEC-DA `digits_da`; '
+           'MNIST-test: `mnist_test_zoo`, DEC-DA and IDEC-DA `mnist_test_da`).', '',
            '| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
   for method in found:
     cells = []
