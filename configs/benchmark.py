@@ -8,7 +8,8 @@
 Argument keys (after the colon): dataset=NAME (digits, mnist, mnist_test, fashion_mnist, fashion_mnist_test,
 usps, folder); --config.dataset=NAME applies the same preset. reference=dec_keras (or --config.reference=dec_keras):
 DEC-keras's reference mode, every detail of its code that can change a number (udl_jax/config.py, `apply_preset`);
-reference=dcec: DCEC's recipe (its convolutional autoencoder, Adam pretraining, the dcec method).
+reference=dcec: DCEC's recipe (its convolutional autoencoder, Adam pretraining, the dcec method). reference=vade:
+VaDE's MNIST recipe (a sigmoid output pretrained on binary cross-entropy, VaDE with the Bernoulli likelihood).
 Everything else is a flag: --config.KEY=VALUE (a typo fails: the config is locked). --print_config shows the resolved
 config and the planned trials.
 """
@@ -25,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = udl_config.parse_arg(arg)
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
-  c.reference = ''            # 'dec_keras' | 'dcec': follow that code where it differs (init, partial batches, order)
+  c.reference = ''            # 'dec_keras' | 'dcec' | 'vade': follow that code where it differs from the defaults
   c.data_dir = ''             # '' = $UDL_DATA_DIR, then system paths, then TensorFlow Datasets
   c.download = ml_collections.config_dict.placeholder(bool)  # TensorFlow Datasets download: None = when online
   c.image_size = 28           # folder datasets: images are resized to this square
