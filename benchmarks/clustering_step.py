@@ -31,7 +31,7 @@ _PAIRS = flags.DEFINE_integer('pairs', 3, 'Timed pairs of runs (the median is re
 _DEST = flags.DEFINE_string('dest', 'benchmarks/results', 'Folder for clustering_step.json.')
 
 
-def seconds_per_iteration(method: str, model_name: str, iters: int, repeats: int) -> list[float]:
+def seconds_per_iteration(method: str, model_name: str, iters: int, pairs: int) -> list[float]:
   digits = data.load('digits')
   model = models.make_model(model_name, digits.image_shape, udl_config.model_block(model_name))
   x = models.model_input(model_name, digits.x)
@@ -47,7 +47,7 @@ def seconds_per_iteration(method: str, model_name: str, iters: int, repeats: int
     return time.perf_counter() - start
 
   run(iters)  # compiles
-  return [(run(3 * iters) - run(iters)) / (2 * iters) for _ in range(repeats)]
+  return [(run(3 * iters) - run(iters)) / (2 * iters) for _ in range(pairs)]
 
 
 def main(argv):

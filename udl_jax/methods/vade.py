@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from sklearn.mixture import GaussianMixture
 
-from udl_jax import models, parallel, train
+from udl_jax import losses, models, parallel, train
 from udl_jax.errors import UserError
 from udl_jax.methods import base, register
 
@@ -65,7 +65,7 @@ def reconstruction_nll(out: jax.Array, x: jax.Array, likelihood: str, variance: 
   """Per sample -log p(x | z): a Gaussian of `variance` per pixel around `out`, or Bernoulli with logits `out`."""
   if likelihood == 'gaussian':
     return 0.5 * jnp.sum((out - x) ** 2 / variance + jnp.log(2 * jnp.pi * variance), axis=-1)
-  return jnp.sum(optax.sigmoid_binary_cross_entropy(out, x), axis=-1)
+  return losses.bernoulli_nll(out, x)
 
 
 def _encode(model, ae, x):
