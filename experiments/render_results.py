@@ -137,6 +137,17 @@ def epochs_section() -> str:
   return '\n'.join(lines) + '\n\n'
 
 
+def _cross_cell(s: dict) -> str:
+  """One method's cell of the cross-method table: ACC / NMI means, the NMI's spread, the seeds (and how many
+  diverged), the time per seed."""
+  n, failed = (s['nmi']['n'] if 'nmi' in s else 0), s.get('failed', 0)
+  seeds = f"{n} seed{'s' if n != 1 else ''}" + (f', {failed} diverged' if failed else '')
+  if not n:
+    return f'({seeds})'
+  spread = f" ± {s['nmi']['std']:.3f}" if n > 1 else ''
+  return f"{s['acc']['mean']:.3f} / {s['nmi']['mean']:.3f}{spread} ({seeds}, {s['seconds']['mean']:.0f} s)"
+
+
 def _nmi_by_seed(folder: str) -> dict[tuple[int, str], float]:
   return {key: float(row['nmi']) for key, row in _trials(RESULTS / folder / 'trials.csv').items()}
 
@@ -191,10 +202,7 @@ def cross_method_section() -> str:
     cells = []
     for col, runs in columns.items():
       s = next((r[method] for r in runs if method in r), None)
-      n = s['nmi']['n'] if s else 0
-      spread = f" ± {s['nmi']['std']:.3f}" if n > 1 else ''
-      cell = '-' if s is None else (f"{s['acc']['mean']:.3f} / {s['nmi']['mean']:.3f}{spread} "
-                                    f"({n} seed{'s' if n != 1 else ''}, {s['seconds']['mean']:.0f} s)")
+      cell = '-' if s is None else _cross_cell(s)
       published = PUBLISHED_BY_METHOD.get((col, method))
       if published:
         cell += f' [{published[0]:g} / {published[1]:g} {published[2]}]'  # as published, no digits added

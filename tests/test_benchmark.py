@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from udl_jax import assign, benchmark, data, models, records, results, train
-from udl_jax.errors import UserError
+from udl_jax.errors import Diverged, UserError
 
 from configs import benchmark as benchmark_config  # noqa: E402
 
@@ -198,6 +198,38 @@ def test_changed_clustering_settings_redo_only_that_method(copy_of_bench, monkey
       assert row == before[key]
   assert sorted(p.name for p in (workdir / 'seed_0' / 'ae' / 'checkpoints').iterdir()) == ae_steps
   assert json.loads((workdir / 'seed_0' / 'methods.json').read_text())['idec']['learning_rate'] == 0.01
+
+
+def test_a_diverged_trial_is_recorded_as_failed_and_the_run_goes_on(copy_of_bench, tmp_path, monkeypatch):
+  """IDEC with an absurd learning rate diverges on both seeds, and so does VaDE's own training (made to): each
+  trial is recorded with where it failed and no result, the run finishes, its table says so, a rerun does not
+  repeat them and publish takes the table."""
+  from udl_jax.methods import vade
+
+  def vade_diverges(seed, *args):
+    raise Diverged(f'vade: loss became non-finite at epoch 3 of seed {seed.seed}', 3)
+  monkeypatch.setattr(vade, 'run', vade_diverges)
+  _, workdir = copy_of_bench
+  config = _small_config(methods=','.join(METHODS + ['vade']), **{'cluster.method_overrides.idec.learning_rate': 1e12})
+  payload = benchmark.run(config, workdir)
+  failed = [r for r in results.read_trials(workdir / 'trials.csv') if r['failed']]
+  assert [(r['seed'], r['method'], r['failed']) for r in failed] == [
+      (0, 'idec', 'diverged at iteration 0'), (0, 'vade', 'diverged at epoch 3'),
+      (1, 'idec', 'diverged at iteration 0'), (1, 'vade', 'diverged at epoch 3')]
+  assert all(r['acc'] is None and r['seconds'] > 0 for r in failed if r['method'] == 'idec')
+  assert not (workdir / 'seed_0' / 'idec_labels.npz').exists() and not (workdir / 'seed_0' / 'idec' / 'params').exists()
+  assert payload['complete'] and payload['methods']['idec'] == {'failed': 2} and payload['methods']['vade'] == {
+      'failed': 2}
+  assert payload['methods']['dec']['nmi']['n'] == 2 and 'failed' not in payload['methods']['dec']
+  table = (workdir / 'table.md').read_text()
+  assert '| IDEC | n/a | n/a | n/a | 0 of 2 (2 diverged) |' in table and 'A diverged trial' in table
+  assert 'diverged at iteration 0' in (workdir / 'report.html').read_text()
+  monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('a failed trial was run again'))
+  benchmark.run(config, workdir)
+  proc = subprocess.run([sys.executable, '-m', 'experiments.publish', f'--workdir={workdir}', '--name=x',
+                         '--command=c'], capture_output=True, text=True, cwd=tmp_path,
+                        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+  assert proc.returncode == 0, proc.stderr
 
 
 def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):

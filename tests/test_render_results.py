@@ -51,3 +51,14 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   assert '| DEC | 0.900 / 0.850 ± 0.020 (3 seeds, 12 s) [0.91 / 0.87 DEC-keras] | - |' in lines
   assert '| N2D | 0.950 / 0.900 ± 0.005 (3 seeds, 3 s) [0.979 / 0.942 N2D paper] | - |' in lines
   assert not any(line.startswith('| IDEC') for line in lines)  # no run has it
+
+
+def test_cross_method_cell_counts_diverged_seeds_apart_from_the_means():
+  from udl_jax import results
+  rows = [{'seed': s, 'method': 'idec_da', 'acc': a, 'nmi': n, 'ari': 0.5, 'seconds': 10.0, 'failed': None}
+          for s, a, n in ((0, 0.9, 0.8), (1, 0.7, 0.6))]
+  rows.append({'seed': 2, 'method': 'idec_da', 'acc': None, 'nmi': None, 'ari': None, 'seconds': 1.0,
+               'failed': 'diverged at iteration 0'})
+  summary = results.summarize(rows, ['idec_da'])['idec_da']
+  assert render_results._cross_cell(summary) == '0.800 / 0.700 ± 0.141 (2 seeds, 1 diverged, 10 s)'
+  assert render_results._cross_cell({'failed': 3}) == '(0 seeds, 3 diverged)'

@@ -13,6 +13,7 @@ import pytest
 
 from udl_jax import checkpoint, clustering, config, dec, methods, metrics, models, train
 from udl_jax.seed_batch import keep_inactive, stack, take
+from udl_jax.errors import Diverged
 
 SEEDS = [0, 1, 2]
 
@@ -162,3 +163,17 @@ def test_dec_kill_and_resume_of_a_seed_batch_equals_uninterrupted(clustering_set
     assert a.iterations == b.iterations
     np.testing.assert_array_equal(a.q, b.q)
     assert [h['nmi'] for h in a.history] == [h['nmi'] for h in b.history]
+
+
+def test_a_seed_that_diverges_stops_alone_and_the_others_go_on(clustering_setup, clustered, digits):
+  """Seed 1 starts from non-finite centres: its loss is NaN in its first chunk. It stops there, marked diverged;
+  seed 0 beside it gives the result it gives in any batch. Run alone, the divergence is an error."""
+  model, params, x, cfg, inits = clustering_setup
+  broken = (inits[1][0], np.full_like(inits[1][1], np.nan))
+  pair = dec.run_seeds(model, [params[0], params[1]], x, None, digits.y[:600], 10, methods.get('dec'), cfg, [0, 1],
+                       inits=[inits[0], broken])
+  assert pair[1].diverged_at == 0 and pair[1].history[-1]['diverged'] and pair[1].iterations == 0
+  assert pair[0].diverged_at is None and pair[0].iterations == clustered[0].iterations
+  np.testing.assert_allclose(pair[0].q, clustered[0].q, rtol=0, atol=1e-5)
+  with pytest.raises(Diverged, match='non-finite in the steps from iteration 0 of seed 1; lower cluster.learning_rate'):
+    dec.run(model, params[1], x, None, 10, methods.get('dec'), cfg, 1, init=broken)

@@ -35,7 +35,7 @@ import numpy as np
 
 from udl_jax import (checkpoint, clustering, config as udl_config, data, dec, log, methods, metrics, models,
                      parallel, plots, progress, records, report, results, train)
-from udl_jax.errors import UserError
+from udl_jax.errors import Diverged, UserError
 
 
 def protocol_split(n: int, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +165,11 @@ def pretrain(runs: list[SeedRun]) -> None:
     run._pretrained(state, history)
 
 
-def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
+def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
   """(trial row, labels of the evaluation set, confidence or None) of one method on each seed of `runs`: a
   fine-tuning method trains them as one seed batch, the other kinds (k-means, clusterers of the embedding,
-  methods with their own training) go seed by seed."""
+  methods with their own training) go seed by seed. A seed whose training diverged gets a row that says so
+  (`failed`) and no labels: the other seeds, and the run, go on."""
   config = runs[0].config
   if method in methods.BASELINES:
     outcomes = [_baseline_trial(run, method) for run in runs]
@@ -180,17 +181,23 @@ def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray,
     else:
       kind = {methods.EmbeddingClusterer: _embedding_trial, methods.OwnTrainer: _own_training_trial}[type(method_obj)]
       outcomes = [_timed(kind, run, method_obj, params) for run, (params, _) in zip(runs, pretrained)]
-    outcomes = [(q.argmax(1).astype(np.int32), q.max(1), {'pretrain_seconds': seconds, **extra})
-                for (q, extra), (_, seconds) in zip(outcomes, pretrained)]
+    outcomes = [(None if q is None else q.argmax(1).astype(np.int32), None if q is None else q.max(1),
+                 {'pretrain_seconds': seconds, **extra}) for (q, extra), (_, seconds) in zip(outcomes, pretrained)]
   trials = []
   for run, (eval_labels, confidence, extra) in zip(runs, outcomes):
     row = {'seed': run.seed, 'method': method, 'protocol': config.protocol, 'pretrain_seconds': None,
            'iterations': None, **extra}
-    row.update(run.score(eval_labels))
-    results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
-                      **({} if confidence is None else {'confidence': confidence}))
+    if eval_labels is not None:
+      row.update(run.score(eval_labels))
+      results.write_npz(run.dir / f'{method}_labels.npz', labels=eval_labels, index=run.eval_idx,
+                        **({} if confidence is None else {'confidence': confidence}))
     trials.append((row, eval_labels, confidence))
   return trials
+
+
+def _diverged(at: int, unit: str) -> dict:
+  """The row fields of a trial whose loss became non-finite (`errors.Diverged`): no result, and where."""
+  return {'failed': f'diverged at {unit} {at}'}
 
 
 def _timed(kind, run: SeedRun, method, params) -> tuple[np.ndarray, dict]:
@@ -236,9 +243,10 @@ def _embedding_trial(run: SeedRun, method: methods.EmbeddingClusterer, params) -
   return q, {}
 
 
-def _fine_tuning_trials(runs: list[SeedRun], method: methods.FineTuner, params: list) -> list[tuple[np.ndarray, dict]]:
+def _fine_tuning_trials(runs: list[SeedRun], method: methods.FineTuner,
+                        params: list) -> list[tuple[np.ndarray | None, dict]]:
   """The shared clustering loop from each seed's k-means start, the seeds as one batch (`dec.run_seeds`); saves
-  each seed's model for `assign`."""
+  each seed's model for `assign`, and of a seed that diverged its history only (no q)."""
   first = runs[0]
   inits = [run.ae_kmeans() for run in runs]
   cluster_cfg = udl_config.method_cluster_block(first.config.cluster, method.name)
@@ -249,24 +257,33 @@ def _fine_tuning_trials(runs: list[SeedRun], method: methods.FineTuner, params: 
   outcomes = []
   for run, result in zip(runs, clustered):
     results.write_jsonl(run.dir / method.name / 'metrics.jsonl', result.history)
+    # Compute time of the whole clustering phase (the seed's share of a batch's), also when resumed half-way.
+    seconds = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
+    if result.diverged_at is not None:
+      outcomes.append((None, {'iterations': result.diverged_at, 'seconds': seconds,
+                              **_diverged(result.diverged_at, 'iteration')}))
+      continue
     checkpoint.save_tree(run.dir / method.name / 'params', result.params)
     q = dec.predict_on_host(run.model, result.params, run.x[run.eval_idx],
                             dec.assignment(method, cluster_cfg.alpha), run.mesh)[0] \
         if run.config.protocol == 'holdout' else result.q
-    # Compute time of the whole clustering phase (the seed's share of a batch's), also when resumed half-way.
-    seconds = sum(h['update_seconds'] + h.get('chunk_seconds', 0.0) for h in result.history)
     outcomes.append((q, {'iterations': result.iterations, 'seconds': seconds}))
   return outcomes
 
 
-def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tuple[np.ndarray, dict]:
-  """A method with its own model: it gets the seed's data, autoencoder, k-means start and its settings."""
+def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tuple[np.ndarray | None, dict]:
+  """A method with its own model: it gets the seed's data, autoencoder, k-means start and its settings (no q
+  when its training diverged)."""
   seed = methods.Seed(model=run.model, ae_params=params, x=run.x[run.fit_idx],
                       y=None if run.dataset.y is None else run.dataset.y[run.fit_idx], n_clusters=run.n_clusters,
                       init=run.ae_kmeans(), seed=run.seed,
                       config=udl_config.method_cluster_block(run.config.cluster, method.name),
                       workdir=run.dir / method.name, mesh=run.mesh)
-  labels, q, history = method.run(seed)
+  try:
+    labels, q, history = method.run(seed)
+  except Diverged as e:
+    log.info('%s; this seed is recorded as diverged', e)
+    return None, _diverged(e.at, 'epoch')
   results.write_jsonl(run.dir / method.name / 'metrics.jsonl', history)
   return _soft(labels, q, run.n_clusters), {}
 
@@ -313,7 +330,7 @@ def _write_assignments(dataset: data.Dataset, workdir: Path, rows: list[dict]) -
   if seed is None:
     return
   columns = {}
-  for method in [r['method'] for r in rows if r['seed'] == seed]:
+  for method in [r['method'] for r in rows if r['seed'] == seed and not r.get('failed')]:
     with np.load(workdir / f'seed_{seed}' / f'{method}_labels.npz') as saved:
       index = saved['index']
       columns[f'{method}_cluster'] = saved['labels']
@@ -338,7 +355,7 @@ def prune_checkpoints(directory: Path, keep: str) -> None:
 def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> None:
   """Sample images per cluster for the best run of the first deep method that has one (by ACC, else any)."""
   for method in ('dec', 'idec', 'ae_kmeans', 'kmeans'):
-    mine = [r for r in rows if r['method'] == method]
+    mine = [r for r in rows if r['method'] == method and not r.get('failed')]
     if mine:
       best = max(mine, key=lambda r: r.get('acc') or 0.0)
       saved = np.load(workdir / f"seed_{best['seed']}" / f'{method}_labels.npz')
@@ -490,7 +507,7 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
       timed.append(row)
       done = len(_finished(workdir, wanted) | {(run.seed, method)})
       progress.trials_done(done)
-      scores = ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+      scores = row.get('failed') or ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
       log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), run.seed, method, scores, row['seconds'])
   if main and any(todo.values()):
     records.write_union(workdir)

@@ -23,7 +23,7 @@ import numpy as np
 from flax.training import train_state
 
 from udl_jax import augment, checkpoint, clustering, log, metrics, parallel, progress, seed_batch
-from udl_jax.errors import UserError
+from udl_jax.errors import Diverged, UserError
 from udl_jax.methods import Batch, FineTuner, student_t
 from udl_jax.train import embed, epoch_as_scan, make_optimizer, partial_batch_size
 
@@ -38,6 +38,7 @@ class ClusteringResult:
   iterations: int
   history: list[dict]
   params: dict              # {'ae': autoencoder params, 'centres': ...}
+  diverged_at: int | None = None  # the iteration whose chunk made the loss non-finite: the rest is meaningless
 
 
 def assignment(method: FineTuner, alpha: float):
@@ -184,8 +185,16 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
   centres) of a k-means already run on this embedding (the benchmark shares it with AE+KMeans); computed here
   when None. `run_seeds` with one seed.
   """
-  return run_seeds(model, [ae_params], x, None, y, n_clusters, method, cfg, [seed],
-                   None if ckpt_dir is None else [ckpt_dir], mesh, None if init is None else [init], image_shape)[0]
+  result = run_seeds(model, [ae_params], x, None, y, n_clusters, method, cfg, [seed],
+                     None if ckpt_dir is None else [ckpt_dir], mesh, None if init is None else [init], image_shape)[0]
+  if result.diverged_at is not None:
+    raise Diverged(divergence_message(method.name, result.diverged_at, seed), result.diverged_at)
+  return result
+
+
+def divergence_message(method_name: str, iteration: int, seed: int) -> str:
+  return (f'{method_name}: loss became non-finite in the steps from iteration {iteration} of seed {seed}; lower '
+          'cluster.learning_rate. No checkpoint was written from this state.')
 
 
 def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | None, y: np.ndarray | None,
@@ -196,7 +205,9 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
 
   Seed i clusters x[rows[i]] (all of x when rows is None; y holds x's labels) from ae_params[i] and inits[i],
   with its own permutation, target updates, stopping point and checkpoints (ckpt_dirs[i]); a seed that met
-  `tol` keeps its state while the others go on, so its result equals a run of it alone. The times in each
+  `tol` keeps its state while the others go on, so its result equals a run of it alone. So does a seed whose
+  loss became non-finite: it stops there (its result's `diverged_at`, nothing saved from that state), the
+  others go on. The times in each
   seed's history are its share of the batch's.
   """
   mesh = mesh or parallel.make_mesh()
@@ -292,17 +303,22 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
       chunk_seconds = (time.perf_counter() - t0) / len(training)
       for i in training:
         if not np.isfinite(loss[i]):
-          raise UserError(f'{method.name}: loss became non-finite at iteration {ite} of seed {seed_ids[i]}; lower '
-                          'cluster.learning_rate. No checkpoint was written from this state.')
+          log.info('%s; this seed stops here, recorded as diverged', divergence_message(method.name, ite, seed_ids[i]))
+          history_rows[i]['diverged'] = True
+          metas[i]['diverged_at'] = ite
+          continue
         history_rows[i].update(loss=float(loss[i]), chunk_seconds=chunk_seconds)
         metas[i]['iteration'] = ite + num_steps
       if ite > 0:  # the first chunk includes compilation
         steps_timed, step_seconds = steps_timed + num_steps, step_seconds + chunk_seconds * len(training)
     eta = progress.format_duration(step_seconds / steps_timed * (cfg.maxiter - ite)) if steps_timed else '?'
     for i in due:
-      row, meta, stop = history_rows[i], metas[i], i not in training
+      row, meta = history_rows[i], metas[i]
+      stop = i not in training or 'diverged_at' in meta
       meta['history'].append(row)
       meta['done'] = stop
+      if 'diverged_at' in meta:
+        continue  # its state is not finite: nothing to log as progress or to save
       scores = ' '.join(f'{k} {row[k]:.4f}' for k in ('acc', 'nmi', 'ari') if k in row)
       log.detail('%s seed %d iter %d/%d %s loss %s changed %.4f | ETA <= %s%s', method.name, seed_ids[i], ite,
                  cfg.maxiter, scores, f"{row['loss']:.5f}" if 'loss' in row else '-', row['delta_label'], eta,
@@ -325,5 +341,5 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
   return [ClusteringResult(labels=q_all[i].argmax(1).astype(np.int32), q=q_all[i],
                            centres=params['centres'][i], embedding=z_all[i], init_labels=np.asarray(inits[i][0]),
                            iterations=metas[i]['iteration'], history=metas[i]['history'],
-                           params=seed_batch.take(params, i))
+                           params=seed_batch.take(params, i), diverged_at=metas[i].get('diverged_at'))
           for i in range(num_seeds)]

@@ -80,6 +80,8 @@ class _Run:
   def __init__(self, workdir: Path, config, dataset, summary: dict, rows: list[dict]):
     self.workdir, self.config, self.dataset, self.summary, self.rows = workdir, config, dataset, summary, rows
     self.methods = list(summary['methods'])
+    # The methods with a result on some seed: the others (every seed diverged) have no labels to draw.
+    self.scored = [m for m in self.methods if any(r['method'] == m and not r.get('failed') for r in rows)]
     self.seeds = sorted({r['seed'] for r in rows})
     self.labelled = dataset.y is not None
     self.title = f"{summary['dataset']}: {', '.join(results.METHOD_LABELS.get(m, m) for m in self.methods)}"
@@ -95,8 +97,9 @@ class _Run:
     return found
 
   def best_seed(self, method: str) -> int:
-    """The seed of `method`'s highest ACC (its first seed when the data has no labels)."""
-    mine = [r for r in self.rows if r['method'] == method]
+    """The seed of `method`'s highest ACC (its first seed when the data has no labels), among its trials that
+    have a result (a `scored` method)."""
+    mine = [r for r in self.rows if r['method'] == method and not r.get('failed')]
     return max(mine, key=lambda r: (r.get('acc') or 0.0, -r['seed']))['seed']
 
   def labels_path(self, method: str, seed: int) -> Path:
@@ -156,7 +159,7 @@ def _summary_table(run: _Run) -> str:
       results.published(run.summary['dataset'], m) for m in run.methods)
   body, classes = [], []
   for row in results.table_rows({m: run.summary['methods'][m] for m in run.methods}):
-    cells = [_e(row['label'])] + [_e(c) for c in row['cells']] + [str(row['seeds']), f"{row['seconds']:.1f}"]
+    cells = [_e(row['label'])] + [_e(c) for c in row['cells']] + [_e(row['seeds']), f"{row['seconds']:.1f}"]
     cls = [''] + ['best' if b else 'na' if c == 'n/a' else '' for c, b in zip(row['cells'], row['best'])] + ['', '']
     if compare:
       paper = results.published(run.summary['dataset'], row['method'])
@@ -177,9 +180,10 @@ def _trials_table(run: _Run) -> str:
   fmt = lambda v, spec: '' if v is None else format(v, spec)  # noqa: E731
   body = [[str(r['seed']), _e(results.METHOD_LABELS.get(r['method'], r['method']))] +
           [fmt(r.get(k), '.3f') for k in results.METRICS] +
-          [fmt(r.get('seconds'), '.1f'), fmt(r.get('pretrain_seconds'), '.1f'), fmt(r.get('iterations'), '.0f')]
+          [fmt(r.get('seconds'), '.1f'), fmt(r.get('pretrain_seconds'), '.1f'), fmt(r.get('iterations'), '.0f'),
+           _e(r.get('failed') or '')]
           for r in sorted(run.rows, key=lambda r: (r['seed'], run.methods.index(r['method'])))]
-  header = ['seed', 'method', 'ACC', 'NMI', 'ARI', 'seconds', 'pretraining (s)', 'iterations']
+  header = ['seed', 'method', 'ACC', 'NMI', 'ARI', 'seconds', 'pretraining (s)', 'iterations', 'failed']
   return '<h2>Trials</h2>\n' + _table(header, body, table_class='trials')
 
 
@@ -261,7 +265,7 @@ def _figures(run: _Run) -> str:
 
   out.append('<h3>Confusion matrices</h3>')
   if run.labelled:
-    for method in run.methods:
+    for method in run.scored:
       seed = run.best_seed(method)
 
       def draw_confusion(path, method=method, seed=seed):
@@ -292,7 +296,7 @@ def _map_choice(run: _Run) -> tuple[str, int]:
   """The method and seed whose embedding is mapped: the method with the best mean ACC among those with a
   learned embedding (the last of them when unlabelled: fine-tuners come after the baselines), at its best seed;
   raw-pixel KMeans only when it is all the run has."""
-  deep = [m for m in run.methods if m != 'kmeans'] or run.methods
+  deep = [m for m in run.scored if m != 'kmeans'] or run.scored
   acc = lambda m: run.summary['methods'][m].get('acc', {}).get('mean', -1.0)  # noqa: E731
   method = max(reversed(deep), key=acc) if run.labelled else deep[-1]
   return method, run.best_seed(method)

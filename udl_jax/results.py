@@ -20,7 +20,9 @@ import numpy as np
 from udl_jax import parallel
 
 METRICS = ('acc', 'nmi', 'ari')
-TRIAL_FIELDS = ('seed', 'method', 'protocol', 'acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
+NUMERIC_FIELDS = ('acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
+# `failed`: why a trial has no result (its training diverged), empty for every trial that has one.
+TRIAL_FIELDS = ('seed', 'method', 'protocol', *NUMERIC_FIELDS, 'failed')
 METHOD_LABELS = {'kmeans': 'KMeans (raw pixels)', 'ae_kmeans': 'AE + KMeans', 'ae_gmm': 'AE + GMM', 'n2d': 'N2D',
                  'dec': 'DEC', 'idec': 'IDEC', 'dec_da': 'DEC-DA', 'idec_da': 'IDEC-DA', 'dcec': 'DCEC', 'dcn': 'DCN',
                  'dkm': 'DKM', 'vade': 'VaDE'}
@@ -77,8 +79,9 @@ def read_trials(path: str | Path) -> list[dict]:
     rows = list(csv.DictReader(f))
   for r in rows:
     r['seed'] = int(r['seed'])
-    for key in TRIAL_FIELDS[3:]:
+    for key in NUMERIC_FIELDS:
       r[key] = float(r[key]) if r.get(key) not in (None, '') else None
+    r['failed'] = r.get('failed') or None  # (records written before the column have none)
   return rows
 
 
@@ -93,13 +96,15 @@ def write_trials(path: str | Path, rows: list[dict]) -> None:
 
 
 def summarize(rows: list[dict], methods: list[str]) -> dict:
-  """{method: {metric: {mean, std, min, max, n}}} over seeds; std is the sample standard deviation."""
+  """{method: {metric: {mean, std, min, max, n}}} over the seeds that have a result, std the sample standard
+  deviation, and `failed`: how many seeds failed (diverged) instead, when any did."""
   out = {}
   for method in methods:
-    mine = [r for r in rows if r['method'] == method]
-    if not mine:
+    every = [r for r in rows if r['method'] == method]
+    if not every:
       continue
-    out[method] = {}
+    mine = [r for r in every if not r.get('failed')]
+    out[method] = {'failed': len(every) - len(mine)} if len(mine) < len(every) else {}
     for key in METRICS + ('seconds', 'pretrain_seconds', 'iterations'):
       values = np.asarray([r[key] for r in mine if r.get(key) is not None], np.float64)
       if values.size:
@@ -110,9 +115,10 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
 
 def table_rows(summary: dict) -> list[dict]:
   """The seed-averaged table as data, one dict per method: label, cells (ACC / NMI / ARI text: mean ± std, the
-  value alone for one seed, 'n/a' without labels), best (whether each cell holds the best mean), seeds, seconds
-  (the method's own time per seed: the pretraining the deep methods share is not in it, `table_notes` states it
-  once). What `markdown_table` and the HTML report show."""
+  value alone for one seed, 'n/a' without labels or results), best (whether each cell holds the best mean),
+  seeds (the number with a result, and 'of N (F diverged)' when some failed), seconds (the method's own time per
+  seed: the pretraining the deep methods share is not in it, `table_notes` states it once). What
+  `markdown_table` and the HTML report show."""
   best = {m: max((s[m]['mean'] for s in summary.values() if m in s), default=None) for m in METRICS}
   rows = []
   for method, s in summary.items():
@@ -126,9 +132,10 @@ def table_rows(summary: dict) -> list[dict]:
       cells.append(f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if s[m]['n'] > 1 else f"{s[m]['mean']:.3f}")
       is_best.append(bool(np.isclose(s[m]['mean'], best[m])))
     n = max((s[m]['n'] for m in METRICS if m in s), default=s.get('seconds', {}).get('n', 0))
+    failed = s.get('failed', 0)
     seconds = s.get('seconds', {}).get('mean', 0.0)
     rows.append({'method': method, 'label': METHOD_LABELS.get(method, method), 'cells': cells, 'best': is_best,
-                 'seeds': n, 'seconds': seconds})
+                 'seeds': f'{n} of {n + failed} ({failed} diverged)' if failed else str(n), 'seconds': seconds})
   return rows
 
 
@@ -146,6 +153,9 @@ def table_notes(summary: dict) -> str:
   pretrain = [s['pretrain_seconds']['mean'] for s in summary.values() if 'pretrain_seconds' in s]
   notes = ['± is the sample standard deviation over seeds. NMI uses arithmetic-mean normalisation '
            "(scikit-learn's default); ACC is the best one-to-one cluster-to-class matching (Hungarian)."]
+  if any(s.get('failed') for s in summary.values()):
+    notes.append('A diverged trial (its loss became non-finite) has no result: the means and spreads are over the '
+                 'seeds that have one; trials.csv says where each failed.')
   if pretrain:
     notes.append(f'Time / seed counts each method alone; the autoencoder pretraining that every deep method '
                  f'starts from took {max(pretrain):.1f} s per seed more, once.')

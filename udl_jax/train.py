@@ -22,7 +22,7 @@ from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 
 from udl_jax import augment, checkpoint, log, losses, models, parallel, progress, seed_batch
-from udl_jax.errors import UserError
+from udl_jax.errors import Diverged, UserError
 
 OPTIMIZERS = ('adam', 'sgd')
 
@@ -257,7 +257,9 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
       (partial_batch_size(n_train, cfg.batch_size, mesh) if partial_batch else 0)
   start = min([m['epoch'] for m in metas if not m['done']], default=cfg.epochs)
   timed_epochs, timed_seconds = 0, 0.0
-  label = f'{model_name} pretraining' + (f' ({num_seeds} seeds)' if num_seeds > 1 else '')
+  # With its own objective (a method such as vade trains its model here) it is not the autoencoder's pretraining.
+  label = f"{model_name} {'pretraining' if loss_fn is None else 'training'}" + (
+      f' ({num_seeds} seeds)' if num_seeds > 1 else '')
   progress.start_phase(label, cfg.epochs, 'epoch')
   for epoch in range(start + 1, cfg.epochs + 1):
     training = [i for i, m in enumerate(metas) if not m['done'] and m['epoch'] < epoch]
@@ -275,8 +277,8 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
       meta, seed = metas[i], seed_ids[i]
       row = {'epoch': epoch, **{k: float(v[i]) for k, v in metrics.items()}}
       if not all(np.isfinite(v) for v in row.values()):
-        raise UserError(f'{model_name}: loss became non-finite at epoch {epoch} of seed {seed} ({row}); lower '
-                        'the learning rate or check the data. No checkpoint was written from this state.')
+        raise Diverged(f'{model_name}: loss became non-finite at epoch {epoch} of seed {seed} ({row}); lower '
+                       'the learning rate or check the data. No checkpoint was written from this state.', epoch)
       row.update(seconds=seconds, samples_per_s=samples_per_epoch / seconds)
       meta['history'].append(row)
       monitored = row.get('val_loss', row['loss'])
