@@ -282,7 +282,7 @@ def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tup
   try:
     labels, q, history = method.run(seed)
   except Diverged as e:
-    log.info('%s; this seed is recorded as diverged', e)
+    log.info('%s (this seed is recorded as diverged)', e)
     return None, _diverged(e.at, 'epoch')
   results.write_jsonl(run.dir / method.name / 'metrics.jsonl', history)
   return _soft(labels, q, run.n_clusters), {}

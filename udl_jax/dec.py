@@ -193,8 +193,8 @@ def run(model, ae_params, x: np.ndarray, y: np.ndarray | None, n_clusters: int, 
 
 
 def divergence_message(method_name: str, iteration: int, seed: int) -> str:
-  return (f'{method_name}: loss became non-finite in the steps from iteration {iteration} of seed {seed}; lower '
-          'cluster.learning_rate. No checkpoint was written from this state.')
+  return (f'{method_name}: loss became non-finite in the steps from iteration {iteration} of seed {seed} (lower '
+          'cluster.learning_rate); nothing was saved from this state')
 
 
 def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | None, y: np.ndarray | None,
@@ -303,7 +303,7 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
       chunk_seconds = (time.perf_counter() - t0) / len(training)
       for i in training:
         if not np.isfinite(loss[i]):
-          log.info('%s; this seed stops here, recorded as diverged', divergence_message(method.name, ite, seed_ids[i]))
+          log.info('%s: this seed stops here, recorded as diverged', divergence_message(method.name, ite, seed_ids[i]))
           history_rows[i]['diverged'] = True
           metas[i]['diverged_at'] = ite
           continue
