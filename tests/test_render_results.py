@@ -62,3 +62,5 @@ def test_cross_method_cell_counts_diverged_seeds_apart_from_the_means():
   summary = results.summarize(rows, ['idec_da'])['idec_da']
   assert render_results._cross_cell(summary) == '0.800 / 0.700 ± 0.141 (2 seeds, 1 diverged, 10 s)'
   assert render_results._cross_cell({'failed': 3}) == '(0 seeds, 3 diverged)'
+  # A run whose every trial finished, one of them failed, is complete: publish takes it.
+  assert results.unfinished({'complete': True, 'seeds': [0, 1, 2], 'methods': {'idec_da': summary}}) is None

@@ -164,8 +164,8 @@ def table_notes(summary: dict) -> str:
 
 def unfinished(summary: dict) -> str | None:
   """Why a benchmark summary lacks trials its command asked for, or None when it has them all."""
-  if summary.get('complete') is False:
-    return f"{summary.get('missing_trials')} of its requested trials have not run"
+  if 'complete' in summary:  # (a seed whose trial diverged has finished it: it is recorded as failed)
+    return None if summary['complete'] else f"{summary.get('missing_trials')} of its requested trials have not run"
   seeds = len(summary.get('seeds', []))  # summaries written before 'complete': every method on every seed
   short = [m for m, s in summary.get('methods', {}).items()
            if max((s[k]['n'] for k in METRICS if k in s), default=seeds) < seeds]
