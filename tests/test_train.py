@@ -257,3 +257,16 @@ def test_partial_batch_trains_every_row_once_and_leaves_the_full_batches_as_they
   np.testing.assert_array_equal(full, default)
   np.testing.assert_array_equal(jax.random.key_data(keys), jax.random.key_data(default_keys))
   assert train.partial_batch_size(100, 32, train.parallel.make_mesh()) == 4
+
+
+def test_the_status_line_names_pretraining_apart_from_a_methods_own_training(digits, monkeypatch):
+  """A method that trains its own objective here (vade) is not shown as the autoencoder's pretraining."""
+  from udl_jax import progress
+  labels, start_phase = [], progress.start_phase
+  record = lambda label, *a, **k: (labels.append(label), start_phase(label, *a, **k))  # noqa: E731
+  monkeypatch.setattr(progress, 'start_phase', record)
+  model_cfg = _model_cfg('ae')
+  model = models.make_model('ae', digits.image_shape, model_cfg)
+  _fit(digits, 'ae', model_cfg, _train_cfg(epochs=1))
+  _fit(digits, 'ae', model_cfg, _train_cfg(epochs=1), loss_fn=losses.make_loss_fn('ae', model, model_cfg))
+  assert labels == ['ae pretraining', 'ae training']

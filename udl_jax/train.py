@@ -217,6 +217,8 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   if n_train < cfg.batch_size:
     raise UserError(f'batch_size {cfg.batch_size} is larger than the {n_train} training samples')
   parallel.check_batch_size(cfg.batch_size, mesh)
+  # With its own objective (a method such as vade trains its model here) it is not the autoencoder's pretraining.
+  phase = 'pretraining' if loss_fn is None else 'training'
   loss_fn = loss_fn or losses.make_loss_fn(model_name, model, model_cfg)
   if cfg.get('augment', False):
     if image_shape is None:
@@ -257,9 +259,7 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
       (partial_batch_size(n_train, cfg.batch_size, mesh) if partial_batch else 0)
   start = min([m['epoch'] for m in metas if not m['done']], default=cfg.epochs)
   timed_epochs, timed_seconds = 0, 0.0
-  # With its own objective (a method such as vade trains its model here) it is not the autoencoder's pretraining.
-  label = f"{model_name} {'pretraining' if loss_fn is None else 'training'}" + (
-      f' ({num_seeds} seeds)' if num_seeds > 1 else '')
+  label = f'{model_name} {phase}' + (f' ({num_seeds} seeds)' if num_seeds > 1 else '')
   progress.start_phase(label, cfg.epochs, 'epoch')
   for epoch in range(start + 1, cfg.epochs + 1):
     training = [i for i, m in enumerate(metas) if not m['done'] and m['epoch'] < epoch]
