@@ -204,14 +204,19 @@ def test_conv_ae_refuses_sides_it_cannot_give_back(side):
 @pytest.mark.parametrize('padding', ['SAME', 'VALID'])
 def test_phase_conv_transpose_equals_flax_conv_transpose(kernel_size, padding):
   """conv_ae's decoder computes each stride-2 transposed convolution as four stride-1 convolutions: the same
-  parameters, outputs and gradients as nn.ConvTranspose, on odd, even and non-square maps."""
+  parameters, outputs and gradients as nn.ConvTranspose, on a 1x1 map and an odd-by-even one (each shape costs
+  seconds of compilation on a CPU)."""
   import flax.linen as nn
-  for shape in [(3, 1, 1, 4), (3, 3, 4, 4), (2, 7, 6, 3)]:
+  for shape in [(3, 1, 1, 4), (2, 7, 6, 3)]:
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     flax_layer = nn.ConvTranspose(5, (kernel_size, kernel_size), (2, 2), padding=padding)
-    params = flax_layer.init(jax.random.key(1), x)
+    # Random parameters of the shapes both layers declare (abstract inits: eager ones compile for seconds).
+    shapes = jax.eval_shape(flax_layer.init, jax.random.key(1), x)
     ours = models.PhaseConvTranspose(5, kernel_size, padding=padding)
-    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+    assert jax.tree.map(jnp.shape, jax.eval_shape(ours.init, jax.random.key(1), x)) == jax.tree.map(jnp.shape, shapes)
+    leaves, tree = jax.tree.flatten(shapes)
+    rng = np.random.default_rng(2)
+    params = jax.tree.unflatten(tree, [jnp.asarray(rng.normal(size=a.shape), jnp.float32) for a in leaves])
     np.testing.assert_allclose(ours.apply(params, x), flax_layer.apply(params, x), rtol=0, atol=1e-5)
     grads = [jax.grad(lambda p, x: jnp.sum(jnp.sin(layer.apply(p, x))), argnums=(0, 1))(params, x)
              for layer in (ours, flax_layer)]
