@@ -207,8 +207,7 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
   with its own permutation, target updates, stopping point and checkpoints (ckpt_dirs[i]); a seed that met
   `tol` keeps its state while the others go on, so its result equals a run of it alone. So does a seed whose
   loss became non-finite: it stops there (its result's `diverged_at`, nothing saved from that state), the
-  others go on. The times in each
-  seed's history are its share of the batch's.
+  others go on. The times in each seed's history are its share of the batch's.
   """
   mesh = mesh or parallel.make_mesh()
   num_seeds = len(seed_ids)
@@ -304,7 +303,7 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
       for i in training:
         if not np.isfinite(loss[i]):
           log.info('%s: this seed stops here, recorded as diverged', divergence_message(method.name, ite, seed_ids[i]))
-          history_rows[i]['diverged'] = True
+          history_rows[i].update(diverged=True, chunk_seconds=chunk_seconds)
           metas[i]['diverged_at'] = ite
           continue
         history_rows[i].update(loss=float(loss[i]), chunk_seconds=chunk_seconds)
