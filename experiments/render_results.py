@@ -6,7 +6,6 @@ Tables are copied from each folder's table.md and commands from its COMMAND.md (
 `experiments.publish` from a real run); nothing here types a number. Run it after every `publish`.
 """
 
-import csv
 import json
 import re
 import sys
@@ -104,9 +103,9 @@ def table_section(name: str, what: str) -> str:
           f'[`clusters.png`]({name}/clusters.png).\n\n')
 
 
-def _trials(path: Path) -> dict[tuple[int, str], dict[str, str]]:
-  """A run's trials.csv as {(seed, method): row}."""
-  return {(int(r['seed']), r['method']): r for r in csv.DictReader(path.read_text().splitlines())}
+def _trials(path: Path) -> dict[tuple[int, str], dict]:
+  """A run's trials that have a result as {(seed, method): row}: a failed (diverged) trial shows as missing."""
+  return {(r['seed'], r['method']): r for r in results.scored(results.read_trials(path))}
 
 
 def epochs_section() -> str:
@@ -130,10 +129,10 @@ def epochs_section() -> str:
     for seed in sorted({s for s, _ in trials}):
       ae, d = trials.get((seed, 'ae_kmeans')), trials.get((seed, 'dec'))
       cells = [f'[{recipe}]({folder}/COMMAND.md)', str(int(epochs)), str(seed),
-               f"{float(ae['pretrain_seconds']) / 60:.1f}" if ae else '-',
-               f"{float(ae['acc']):.3f} / {float(ae['nmi']):.3f}" if ae else '-',
-               f"{float(d['acc']):.3f} / {float(d['nmi']):.3f}" if d else '-',
-               str(int(float(d['iterations']))) if d else '-', f"{float(d['seconds']) / 60:.1f}" if d else '-']
+               f"{ae['pretrain_seconds'] / 60:.1f}" if ae else '-',
+               f"{ae['acc']:.3f} / {ae['nmi']:.3f}" if ae else '-',
+               f"{d['acc']:.3f} / {d['nmi']:.3f}" if d else '-',
+               str(int(d['iterations'])) if d else '-', f"{d['seconds'] / 60:.1f}" if d else '-']
       lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n\n'
 

@@ -6,6 +6,7 @@ import csv
 import json
 
 from experiments import render_results
+from udl_jax import results
 
 
 def _write_trials(folder, nmi_by_seed_method):
@@ -64,3 +65,16 @@ def test_cross_method_cell_counts_diverged_seeds_apart_from_the_means():
   assert render_results._cross_cell({'failed': 3}) == '(0 seeds, 3 diverged)'
   # A run whose every trial finished, one of them failed, is complete: publish takes it.
   assert results.unfinished({'complete': True, 'seeds': [0, 1, 2], 'methods': {'idec_da': summary}}) is None
+
+
+def test_epochs_section_shows_a_failed_dec_trial_as_missing(tmp_path, monkeypatch):
+  folder = tmp_path / 'mnist_epochs' / 'sgd_100'
+  folder.mkdir(parents=True)
+  results.write_trials(folder / 'trials.csv', [
+      {'seed': 0, 'method': 'ae_kmeans', 'protocol': 'transductive', 'acc': 0.8, 'nmi': 0.7, 'ari': 0.6,
+       'seconds': 9.0, 'pretrain_seconds': 600.0},
+      {'seed': 0, 'method': 'dec', 'protocol': 'transductive', 'seconds': 3.0, 'pretrain_seconds': 600.0,
+       'iterations': 140, 'failed': 'diverged at iteration 140'}])
+  monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
+  rows = [line for line in render_results.epochs_section().splitlines() if line.startswith('| [sgd]')]
+  assert rows == ['| [sgd](mnist_epochs/sgd_100/COMMAND.md) | 100 | 0 | 10.0 | 0.800 / 0.700 | - | - | - |']

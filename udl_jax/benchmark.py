@@ -330,7 +330,7 @@ def _write_assignments(dataset: data.Dataset, workdir: Path, rows: list[dict]) -
   if seed is None:
     return
   columns = {}
-  for method in [r['method'] for r in rows if r['seed'] == seed and not r.get('failed')]:
+  for method in [r['method'] for r in results.scored(rows) if r['seed'] == seed]:
     with np.load(workdir / f'seed_{seed}' / f'{method}_labels.npz') as saved:
       index = saved['index']
       columns[f'{method}_cluster'] = saved['labels']
@@ -355,7 +355,7 @@ def prune_checkpoints(directory: Path, keep: str) -> None:
 def _cluster_figure(dataset: data.Dataset, workdir: Path, rows: list[dict]) -> None:
   """Sample images per cluster for the best run of the first deep method that has one (by ACC, else any)."""
   for method in ('dec', 'idec', 'ae_kmeans', 'kmeans'):
-    mine = [r for r in rows if r['method'] == method and not r.get('failed')]
+    mine = [r for r in results.scored(rows) if r['method'] == method]
     if mine:
       best = max(mine, key=lambda r: r.get('acc') or 0.0)
       saved = np.load(workdir / f"seed_{best['seed']}" / f'{method}_labels.npz')

@@ -313,10 +313,11 @@ def run_seeds(model, ae_params: list, x: np.ndarray, rows: list[np.ndarray] | No
     eta = progress.format_duration(step_seconds / steps_timed * (cfg.maxiter - ite)) if steps_timed else '?'
     for i in due:
       row, meta = history_rows[i], metas[i]
-      stop = i not in training or 'diverged_at' in meta
+      diverged = 'diverged_at' in meta
+      stop = i not in training or diverged
       meta['history'].append(row)
       meta['done'] = stop
-      if 'diverged_at' in meta:
+      if diverged:
         continue  # its state is not finite: nothing to log as progress or to save
       scores = ' '.join(f'{k} {row[k]:.4f}' for k in ('acc', 'nmi', 'ari') if k in row)
       log.detail('%s seed %d iter %d/%d %s loss %s changed %.4f | ETA <= %s%s', method.name, seed_ids[i], ite,

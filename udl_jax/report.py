@@ -81,7 +81,7 @@ class _Run:
     self.workdir, self.config, self.dataset, self.summary, self.rows = workdir, config, dataset, summary, rows
     self.methods = list(summary['methods'])
     # The methods with a result on some seed: the others (every seed diverged) have no labels to draw.
-    self.scored = [m for m in self.methods if any(r['method'] == m and not r.get('failed') for r in rows)]
+    self.scored = [m for m in self.methods if any(r['method'] == m for r in results.scored(rows))]
     self.seeds = sorted({r['seed'] for r in rows})
     self.labelled = dataset.y is not None
     self.title = f"{summary['dataset']}: {', '.join(results.METHOD_LABELS.get(m, m) for m in self.methods)}"
@@ -99,7 +99,7 @@ class _Run:
   def best_seed(self, method: str) -> int:
     """The seed of `method`'s highest ACC (its first seed when the data has no labels), among its trials that
     have a result (a `scored` method)."""
-    mine = [r for r in self.rows if r['method'] == method and not r.get('failed')]
+    mine = [r for r in results.scored(self.rows) if r['method'] == method]
     return max(mine, key=lambda r: (r.get('acc') or 0.0, -r['seed']))['seed']
 
   def labels_path(self, method: str, seed: int) -> Path:

@@ -85,6 +85,11 @@ def read_trials(path: str | Path) -> list[dict]:
   return rows
 
 
+def scored(rows: list[dict]) -> list[dict]:
+  """The trials that have a result: a failed (diverged) trial has no scores and no saved labels."""
+  return [r for r in rows if not r.get('failed')]
+
+
 def write_trials(path: str | Path, rows: list[dict]) -> None:
   buf = io.StringIO()
   writer = csv.DictWriter(buf, TRIAL_FIELDS, extrasaction='ignore', lineterminator='\n')
@@ -103,7 +108,7 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
     every = [r for r in rows if r['method'] == method]
     if not every:
       continue
-    mine = [r for r in every if not r.get('failed')]
+    mine = scored(every)
     out[method] = {'failed': len(every) - len(mine)} if len(mine) < len(every) else {}
     for key in METRICS + ('seconds', 'pretrain_seconds', 'iterations'):
       values = np.asarray([r[key] for r in mine if r.get(key) is not None], np.float64)
