@@ -104,7 +104,7 @@ def table_section(name: str, what: str) -> str:
 
 
 def _trials(path: Path) -> dict[tuple[int, str], dict]:
-  """A run's trials that have a result as {(seed, method): row}: a failed (diverged) trial shows as missing."""
+  """A run's trials that have a result as {(seed, method): row}: a failed trial shows as missing."""
   return {(r['seed'], r['method']): r for r in results.scored(results.read_trials(path))}
 
 
@@ -139,9 +139,9 @@ def epochs_section() -> str:
 
 def _cross_cell(s: dict) -> str:
   """One method's cell of the cross-method table: ACC / NMI means, the NMI's spread, the seeds (and how many
-  diverged), the time per seed."""
+  failed), the time per seed."""
   n, failed = (s['nmi']['n'] if 'nmi' in s else 0), s.get('failed', 0)
-  seeds = f"{n} seed{'s' if n != 1 else ''}" + (f', {failed} diverged' if failed else '')
+  seeds = f"{n} seed{'s' if n != 1 else ''}" + (f', {failed} failed' if failed else '')
   if not n:
     return f'({seeds})'
   spread = f" ± {s['nmi']['std']:.3f}" if n > 1 else ''

@@ -222,7 +222,7 @@ def test_a_diverged_trial_is_recorded_as_failed_and_the_run_goes_on(copy_of_benc
       'failed': 2}
   assert payload['methods']['dec']['nmi']['n'] == 2 and 'failed' not in payload['methods']['dec']
   table = (workdir / 'table.md').read_text()
-  assert '| IDEC | n/a | n/a | n/a | 0 of 2 (2 diverged) |' in table and 'A diverged trial' in table
+  assert '| IDEC | n/a | n/a | n/a | 0 of 2 (2 failed) |' in table and 'A failed trial' in table
   assert 'diverged at iteration 0' in (workdir / 'report.html').read_text()
   monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('a failed trial was run again'))
   benchmark.run(config, workdir)
@@ -230,6 +230,26 @@ def test_a_diverged_trial_is_recorded_as_failed_and_the_run_goes_on(copy_of_benc
                          '--command=c'], capture_output=True, text=True, cwd=tmp_path,
                         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
   assert proc.returncode == 0, proc.stderr
+
+
+def test_a_collapsed_autoencoder_fails_the_methods_that_start_from_it(tmp_path, monkeypatch):
+  """SGD with lr 10 kills a layer's ReLUs in the first steps on both seeds (the loss stays finite): each seed's
+  reconstructions are one image. Every method that starts from the autoencoder is recorded as failed with that
+  reason, raw-pixel KMeans is scored, the run completes and says so, and a rerun runs nothing."""
+  config = _small_config(**{'pretrain.optimizer': 'sgd', 'pretrain.learning_rate': 10.0,
+                            'methods': 'kmeans,ae_kmeans,n2d,dec'})
+  payload = benchmark.run(config, tmp_path)
+  rows = results.read_trials(tmp_path / 'trials.csv')
+  assert [(r['seed'], r['method']) for r in rows if not r['failed']] == [(0, 'kmeans'), (1, 'kmeans')]
+  failed = [r for r in rows if r['failed']]
+  assert len(failed) == 6 and all(r['failed'].startswith('autoencoder collapsed') and r['acc'] is None
+                                  and r['pretrain_seconds'] > 0 for r in failed)
+  assert not (tmp_path / 'seed_0' / 'dec_labels.npz').exists() and not (tmp_path / 'seed_0' / 'dec').exists()
+  assert payload['complete'] and payload['methods']['dec']['failed'] == 2 and 'nmi' not in payload['methods']['dec']
+  table = (tmp_path / 'table.md').read_text()
+  assert '| DEC | n/a | n/a | n/a | 0 of 2 (2 failed) |' in table and 'A failed trial' in table
+  monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('a failed trial was run again'))
+  benchmark.run(config, tmp_path)
 
 
 def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):

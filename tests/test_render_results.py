@@ -54,15 +54,15 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   assert not any(line.startswith('| IDEC') for line in lines)  # no run has it
 
 
-def test_cross_method_cell_counts_diverged_seeds_apart_from_the_means():
+def test_cross_method_cell_counts_failed_seeds_apart_from_the_means():
   from udl_jax import results
   rows = [{'seed': s, 'method': 'idec_da', 'acc': a, 'nmi': n, 'ari': 0.5, 'seconds': 10.0, 'failed': None}
           for s, a, n in ((0, 0.9, 0.8), (1, 0.7, 0.6))]
   rows.append({'seed': 2, 'method': 'idec_da', 'acc': None, 'nmi': None, 'ari': None, 'seconds': 1.0,
                'failed': 'diverged at iteration 0'})
   summary = results.summarize(rows, ['idec_da'])['idec_da']
-  assert render_results._cross_cell(summary) == '0.800 / 0.700 ± 0.141 (2 seeds, 1 diverged, 10 s)'
-  assert render_results._cross_cell({'failed': 3}) == '(0 seeds, 3 diverged)'
+  assert render_results._cross_cell(summary) == '0.800 / 0.700 ± 0.141 (2 seeds, 1 failed, 10 s)'
+  assert render_results._cross_cell({'failed': 3}) == '(0 seeds, 3 failed)'
   # A run whose every trial finished, one of them failed, is complete: publish takes it.
   assert results.unfinished({'complete': True, 'seeds': [0, 1, 2], 'methods': {'idec_da': summary}}) is None
 

@@ -60,7 +60,7 @@ class SeedRun:
     self.x = models.model_input(config.model.name, dataset.x)
     self.model = models.from_config(config, dataset.image_shape)
     self.n_clusters = config.n_clusters or dataset.num_classes
-    self._ae = self._kmeans = self._z_fit = None
+    self._ae = self._kmeans = self._z_fit = self._collapse = None
 
   def _finished_autoencoder(self) -> tuple[dict, float] | None:
     """The saved final params and pretraining seconds of a finished pretraining, or None."""
@@ -95,6 +95,17 @@ class SeedRun:
     results.write_jsonl(self.dir / 'ae' / 'metrics.jsonl', history)
     prune_checkpoints(self.dir / 'ae' / 'checkpoints', self.config.get('keep_checkpoints', 'keep'))
     self._ae = params, float(sum(h['seconds'] for h in history))
+
+  def collapse(self) -> str | None:
+    """Why this seed's pretrained autoencoder learned nothing (`train.collapse_reason`), or None; said once."""
+    if self._collapse is None:
+      self._collapse = train.collapse_reason(self.model, self.autoencoder()[0], self.x[self.fit_idx]) or ''
+      if self._collapse:
+        log.info('seed %d: %s. Every method that starts from it is recorded as failed on this seed; raw-pixel '
+                 'KMeans is not. A learning rate too large for the network (pretrain.learning_rate %s here) kills '
+                 'its ReLUs in the first steps: other seeds may train, or lower it.', self.seed, self._collapse,
+                 self.config.pretrain.learning_rate)
+    return self._collapse or None
 
   def _saved_kmeans(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
@@ -168,23 +179,17 @@ def pretrain(runs: list[SeedRun]) -> None:
 def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray | None, np.ndarray | None]]:
   """(trial row, labels of the evaluation set, confidence or None) of one method on each seed of `runs`: a
   fine-tuning method trains them as one seed batch, the other kinds (k-means, clusterers of the embedding,
-  methods with their own training) go seed by seed. A seed whose training diverged gets a row that says so
-  (`failed`) and no labels: the other seeds, and the run, go on."""
+  methods with their own training) go seed by seed. A seed whose training diverged, or whose autoencoder
+  collapsed (for every method but raw-pixel KMeans), gets a row that says so (`failed`) and no labels: the other
+  seeds, and the run, go on."""
   config = runs[0].config
-  if method in methods.BASELINES:
-    outcomes = [_baseline_trial(run, method) for run in runs]
-  else:
-    pretrained = [run.autoencoder() for run in runs]
-    method_obj = methods.get(method, **udl_config.method_kwargs(config.cluster, method))
-    if isinstance(method_obj, methods.FineTuner):
-      outcomes = _fine_tuning_trials(runs, method_obj, [params for params, _ in pretrained])
-    else:
-      kind = {methods.EmbeddingClusterer: _embedding_trial, methods.OwnTrainer: _own_training_trial}[type(method_obj)]
-      outcomes = [_timed(kind, run, method_obj, params) for run, (params, _) in zip(runs, pretrained)]
-    outcomes = [(None if q is None else q.argmax(1).astype(np.int32), None if q is None else q.max(1),
-                 {'pretrain_seconds': seconds, **extra}) for (q, extra), (_, seconds) in zip(outcomes, pretrained)]
+  collapsed = {} if method == 'kmeans' else {run.seed: run.collapse() for run in runs}
+  alive = [run for run in runs if not collapsed.get(run.seed)]
+  outcomes = dict(zip([run.seed for run in alive], _outcomes(alive, method))) if alive else {}
   trials = []
-  for run, (eval_labels, confidence, extra) in zip(runs, outcomes):
+  for run in runs:
+    eval_labels, confidence, extra = outcomes.get(run.seed) or (
+        None, None, {'failed': collapsed[run.seed], 'seconds': 0.0, 'pretrain_seconds': run.autoencoder()[1]})
     row = {'seed': run.seed, 'method': method, 'protocol': config.protocol, 'pretrain_seconds': None,
            'iterations': None, **extra}
     if eval_labels is not None:
@@ -193,6 +198,21 @@ def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray 
                         **({} if confidence is None else {'confidence': confidence}))
     trials.append((row, eval_labels, confidence))
   return trials
+
+
+def _outcomes(runs: list[SeedRun], method: str) -> list[tuple[np.ndarray | None, np.ndarray | None, dict]]:
+  """(evaluation labels or None, confidence or None, row fields) of `method` on each seed of `runs`."""
+  if method in methods.BASELINES:
+    return [_baseline_trial(run, method) for run in runs]
+  pretrained = [run.autoencoder() for run in runs]
+  method_obj = methods.get(method, **udl_config.method_kwargs(runs[0].config.cluster, method))
+  if isinstance(method_obj, methods.FineTuner):
+    outcomes = _fine_tuning_trials(runs, method_obj, [params for params, _ in pretrained])
+  else:
+    kind = {methods.EmbeddingClusterer: _embedding_trial, methods.OwnTrainer: _own_training_trial}[type(method_obj)]
+    outcomes = [_timed(kind, run, method_obj, params) for run, (params, _) in zip(runs, pretrained)]
+  return [(None if q is None else q.argmax(1).astype(np.int32), None if q is None else q.max(1),
+           {'pretrain_seconds': seconds, **extra}) for (q, extra), (_, seconds) in zip(outcomes, pretrained)]
 
 
 def _diverged(at: int, unit: str) -> dict:

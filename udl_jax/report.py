@@ -80,7 +80,7 @@ class _Run:
   def __init__(self, workdir: Path, config, dataset, summary: dict, rows: list[dict]):
     self.workdir, self.config, self.dataset, self.summary, self.rows = workdir, config, dataset, summary, rows
     self.methods = list(summary['methods'])
-    # The methods with a result on some seed: the others (every seed diverged) have no labels to draw.
+    # The methods with a result on some seed: the others (every seed failed) have no labels to draw.
     self.scored = [m for m in self.methods if any(r['method'] == m for r in results.scored(rows))]
     self.seeds = sorted({r['seed'] for r in rows})
     self.labelled = dataset.y is not None

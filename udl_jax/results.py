@@ -21,7 +21,8 @@ from udl_jax import parallel
 
 METRICS = ('acc', 'nmi', 'ari')
 NUMERIC_FIELDS = ('acc', 'nmi', 'ari', 'seconds', 'pretrain_seconds', 'iterations')
-# `failed`: why a trial has no result (its training diverged), empty for every trial that has one.
+# `failed`: why a trial has no result (its training diverged, its autoencoder collapsed), empty for every trial
+# that has one.
 TRIAL_FIELDS = ('seed', 'method', 'protocol', *NUMERIC_FIELDS, 'failed')
 METHOD_LABELS = {'kmeans': 'KMeans (raw pixels)', 'ae_kmeans': 'AE + KMeans', 'ae_gmm': 'AE + GMM', 'n2d': 'N2D',
                  'dec': 'DEC', 'idec': 'IDEC', 'dec_da': 'DEC-DA', 'idec_da': 'IDEC-DA', 'dcec': 'DCEC', 'dcn': 'DCN',
@@ -86,7 +87,7 @@ def read_trials(path: str | Path) -> list[dict]:
 
 
 def scored(rows: list[dict]) -> list[dict]:
-  """The trials that have a result: a failed (diverged) trial has no scores and no saved labels."""
+  """The trials that have a result: a failed trial (diverged, collapsed) has no scores and no saved labels."""
   return [r for r in rows if not r.get('failed')]
 
 
@@ -102,7 +103,7 @@ def write_trials(path: str | Path, rows: list[dict]) -> None:
 
 def summarize(rows: list[dict], methods: list[str]) -> dict:
   """{method: {metric: {mean, std, min, max, n}}} over the seeds that have a result, std the sample standard
-  deviation, and `failed`: how many seeds failed (diverged) instead, when any did."""
+  deviation, and `failed`: how many seeds failed (diverged, collapsed) instead, when any did."""
   out = {}
   for method in methods:
     every = [r for r in rows if r['method'] == method]
@@ -121,7 +122,7 @@ def summarize(rows: list[dict], methods: list[str]) -> dict:
 def table_rows(summary: dict) -> list[dict]:
   """The seed-averaged table as data, one dict per method: label, cells (ACC / NMI / ARI text: mean ± std, the
   value alone for one seed, 'n/a' without labels or results), best (whether each cell holds the best mean),
-  seeds (the number with a result, and 'of N (F diverged)' when some failed), seconds (the method's own time per
+  seeds (the number with a result, and 'of N (F failed)' when some failed), seconds (the method's own time per
   seed: the pretraining the deep methods share is not in it, `table_notes` states it once). What
   `markdown_table` and the HTML report show."""
   best = {m: max((s[m]['mean'] for s in summary.values() if m in s), default=None) for m in METRICS}
@@ -140,7 +141,7 @@ def table_rows(summary: dict) -> list[dict]:
     failed = s.get('failed', 0)
     seconds = s.get('seconds', {}).get('mean', 0.0)
     rows.append({'method': method, 'label': METHOD_LABELS.get(method, method), 'cells': cells, 'best': is_best,
-                 'seeds': f'{n} of {n + failed} ({failed} diverged)' if failed else str(n), 'seconds': seconds})
+                 'seeds': f'{n} of {n + failed} ({failed} failed)' if failed else str(n), 'seconds': seconds})
   return rows
 
 
@@ -159,8 +160,9 @@ def table_notes(summary: dict) -> str:
   notes = ['± is the sample standard deviation over seeds. NMI uses arithmetic-mean normalisation '
            "(scikit-learn's default); ACC is the best one-to-one cluster-to-class matching (Hungarian)."]
   if any(s.get('failed') for s in summary.values()):
-    notes.append('A diverged trial (its loss became non-finite) has no result: the means and spreads are over the '
-                 'seeds that have one; trials.csv says where each failed.')
+    notes.append('A failed trial (its loss became non-finite, or the autoencoder it starts from learned nothing) '
+                 'has no result: the means and spreads are over the seeds that have one; trials.csv says why each '
+                 'failed.')
   if pretrain:
     notes.append(f'Time / seed counts each method alone; the autoencoder pretraining that every deep method '
                  f'starts from took {max(pretrain):.1f} s per seed more, once.')

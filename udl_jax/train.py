@@ -314,6 +314,25 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   return [(seed_batch.take(states, i), meta['history']) for i, meta in enumerate(metas)]
 
 
+# Reconstructions that vary across images less than this fraction of the images' own variance: one image for all.
+COLLAPSE_FRACTION = 1e-4
+
+
+def collapse_reason(model, params, x: np.ndarray) -> str | None:
+  """Why a pretrained autoencoder learned nothing, or None: its reconstructions of the rows x are (all but) one
+  image, whatever the input. That is what a layer whose ReLUs all died does (typically in the first steps of too
+  large a learning rate): the loss stays finite, at the mean image's error, and the embedding carries nothing.
+  Judged on up to 2048 rows."""
+  x = np.asarray(x[:2048])
+  out = jax.jit(model.apply)(params, x, jax.random.key(0))
+  recon = np.asarray(out['recon'] if 'recon' in out else jax.nn.sigmoid(out['logits']))
+  spread, data_spread = float(np.var(recon, axis=0).mean()), float(np.var(x, axis=0).mean())
+  if spread >= COLLAPSE_FRACTION * data_spread:
+    return None
+  return (f'autoencoder collapsed (its reconstructions vary by {spread:.1e} across images, the images by '
+          f'{data_spread:.1e}: one output for every input)')
+
+
 def _seeds_epoch(model_name: str, loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int,
                  partial_batch: bool) -> Callable:
   """The epoch `fit_seeds` runs: `make_seeds_epoch`, or for convolutions on the CPU (no scan) the looped epoch
