@@ -55,7 +55,6 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
 
 
 def test_cross_method_cell_counts_failed_seeds_apart_from_the_means():
-  from udl_jax import results
   rows = [{'seed': s, 'method': 'idec_da', 'acc': a, 'nmi': n, 'ari': 0.5, 'seconds': 10.0, 'failed': None}
           for s, a, n in ((0, 0.9, 0.8), (1, 0.7, 0.6))]
   rows.append({'seed': 2, 'method': 'idec_da', 'acc': None, 'nmi': None, 'ari': None, 'seconds': 1.0,

@@ -99,7 +99,8 @@ class SeedRun:
   def collapse(self) -> str | None:
     """Why this seed's pretrained autoencoder learned nothing (`train.collapse_reason`), or None; said once."""
     if self._collapse is None:
-      self._collapse = train.collapse_reason(self.model, self.autoencoder()[0], self.x[self.fit_idx]) or ''
+      self._collapse = train.collapse_reason(self.model, self.autoencoder()[0],
+                                            self.x[self.fit_idx[:train.COLLAPSE_ROWS]]) or ''
       if self._collapse:
         log.info('seed %d: %s. Every method that starts from it is recorded as failed on this seed; raw-pixel '
                  'KMeans is not. A learning rate too large for the network (pretrain.learning_rate %s here) kills '

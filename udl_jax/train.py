@@ -316,14 +316,14 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
 
 # Reconstructions that vary across images less than this fraction of the images' own variance: one image for all.
 COLLAPSE_FRACTION = 1e-4
+COLLAPSE_ROWS = 2048  # how many rows the check looks at: a collapsed autoencoder gives one output for every row
 
 
 def collapse_reason(model, params, x: np.ndarray) -> str | None:
   """Why a pretrained autoencoder learned nothing, or None: its reconstructions of the rows x are (all but) one
   image, whatever the input. That is what a layer whose ReLUs all died does (typically in the first steps of too
   large a learning rate): the loss stays finite, at the mean image's error, and the embedding carries nothing.
-  Judged on up to 2048 rows."""
-  x = np.asarray(x[:2048])
+  The caller passes a sample (`COLLAPSE_ROWS` rows)."""
   out = jax.jit(model.apply)(params, x, jax.random.key(0))
   recon = np.asarray(out['recon'] if 'recon' in out else jax.nn.sigmoid(out['logits']))
   spread, data_spread = float(np.var(recon, axis=0).mean()), float(np.var(x, axis=0).mean())
