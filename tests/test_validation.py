@@ -67,7 +67,7 @@ def test_reference_mode_follows_dcec():
           c.pretrain.partial_batch) == ('conv_ae', 'glorot_uniform', 200, 'adam', 1e-3, True)
   assert (c.cluster.update_interval, c.cluster.batch_order, c.methods, c.dataset) == \
       (140, 'in_order', 'kmeans,ae_kmeans,dcec', 'mnist_test')
-  with pytest.raises(UserError, match='valid: dec_keras, dcec, vade'):
+  with pytest.raises(UserError, match='valid: dec_keras, dcec, vade, n2d'):
     benchmark_config.get_config('dataset=usps,reference=idec')
 
 
@@ -81,6 +81,19 @@ def test_reference_mode_follows_vades_mnist_recipe():
       (300, 'adam', 1e-3, True)
   assert (c.cluster.method_kwargs.vade.likelihood, c.cluster.method_kwargs.vade.epochs, c.methods) == \
       ('bernoulli', 3000, 'kmeans,ae_kmeans,ae_gmm,vade')
+  udl_config.validate(c)
+
+
+def test_reference_mode_follows_n2d():
+  """reference=n2d: DEC's dense network with Keras' glorot_uniform, 1000 epochs of Adam(1e-3) with Keras' partial
+  batch, and the methods up to N2D (UMAP with the paper's 20 neighbours and min_dist 0)."""
+  c = benchmark_config.get_config('dataset=fashion_mnist,reference=n2d')
+  assert (c.model.name, c.model.dims, c.model.kernel_init, c.model.reconstruction) == \
+      ('ae', (500, 500, 2000, 10), 'glorot_uniform', 'mse')
+  assert (c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate, c.pretrain.batch_size,
+          c.pretrain.partial_batch) == (1000, 'adam', 1e-3, 256, True)
+  assert (c.methods, udl_config.method_kwargs(c.cluster, 'n2d')) == \
+      ('kmeans,ae_kmeans,ae_gmm,n2d', {'n_neighbors': 20, 'min_dist': 0.0})
   udl_config.validate(c)
 
 

@@ -143,7 +143,7 @@ BATCH_ORDERS = ('shuffled', 'in_order')
 
 
 # Reference codes whose every number-changing detail a run can follow (`reference=NAME`), and their names.
-REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC', 'vade': 'VaDE'}
+REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC', 'vade': 'VaDE', 'n2d': 'N2D'}
 
 
 def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str = '') -> None:
@@ -161,6 +161,9 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   and a sigmoid output on binary cross-entropy, and VaDE with the Bernoulli likelihood for 3000 epochs; the
   methods kmeans, ae_kmeans, ae_gmm (VaDE's start) and vade. Its pretraining code was never published (it ships
   weights): here the dataset's preset epochs with Adam(1e-3), Keras' partial batch.
+  reference='n2d' (N2D, rymc/n2d, Keras): DEC's dense network with glorot_uniform pretrained 1000 epochs with
+  Adam(1e-3), batch 256, Keras' partial batch; the methods kmeans, ae_kmeans, ae_gmm and n2d (UMAP to
+  n_clusters dimensions, 20 neighbours, min_dist 0, then a GMM: the n2d method's defaults).
   """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
@@ -171,6 +174,8 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
     preset = {**preset, 'pretrain_epochs': 200, 'optimizer': 'adam', 'learning_rate': 1e-3, 'update_interval': 140}
   if reference == 'vade':
     preset = {**preset, 'optimizer': 'adam', 'learning_rate': 1e-3}
+  if reference == 'n2d':
+    preset = {**preset, 'pretrain_epochs': 1000, 'optimizer': 'adam', 'learning_rate': 1e-3}
   keras = bool(reference)  # the reference codes train with Keras' fit and walk their data in order
   config.dataset = dataset
   config.reference = reference
@@ -192,6 +197,8 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
     config.cluster.method_kwargs.vade.update(likelihood='bernoulli', epochs=3000)
     if 'methods' in config:
       config.methods = 'kmeans,ae_kmeans,ae_gmm,vade'
+  if reference == 'n2d' and 'methods' in config:
+    config.methods = 'kmeans,ae_kmeans,ae_gmm,n2d'
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
