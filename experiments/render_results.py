@@ -183,6 +183,24 @@ def _summary_methods(folder: str) -> dict:
   return json.loads(path.read_text())['methods'] if path.exists() else {}
 
 
+def _cell_sources(columns: dict[str, list[dict]]) -> str:
+  """'digits: `digits_zoo` (KMeans, ...), `digits_dcec` (DCEC; `reference=dcec`); ...': the run that supplies
+  each method of each column (the first of the column's runs that has it), so that no cell needs a footnote."""
+  parts = []
+  for col, runs in columns.items():
+    taken, named = set(), []
+    for folder, summary in zip(CROSS_COLUMNS[col], runs):
+      supplied = [m for m in METHOD_LABELS if m in summary and m not in taken]
+      taken |= set(supplied)
+      if supplied:
+        reference = re.search(r'reference=(\w+)', command(folder))
+        extra = f'; `reference={reference.group(1)}`' if reference else ''
+        named.append(f"`{folder}` ({', '.join(METHOD_LABELS[m] for m in supplied)}{extra})")
+    if named:
+      parts.append(f"{col}: {', '.join(named)}")
+  return '; '.join(parts)
+
+
 def cross_method_section() -> str:
   """Methods as rows, datasets as columns: measured ACC / NMI (mean ± std of NMI, seeds) beside the published
   figure, and each method's own clustering time; every number read from a committed run's summary.json."""
@@ -193,11 +211,8 @@ def cross_method_section() -> str:
   lines = ['## Every method on every dataset', '',
            'Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
            'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
-           'shared by all deep methods of a seed,\nnot included). Each column\'s run and command: its section below '
-           '(digits: `digits_zoo`, VaDE `digits_vade_bernoulli` (`reference=vade`; the Gaussian default: '
-           '`digits_vade`), DCEC `digits_dcec`, DEC-DA and IDEC-DA `digits_da`; '
-           'MNIST-test: `mnist_test_zoo`, DEC-DA and IDEC-DA `mnist_test_da`, VaDE `mnist_test_vade` '
-           '(`reference=vade`)).', '',
+           'shared by all deep methods of a seed,\nnot included). Where each cell comes from (the run\'s section '
+           f'below has its command): {_cell_sources(columns)}.', '',
            '| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
   for method in found:
     cells = []

@@ -46,9 +46,19 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   (tmp_path / 'a' / 'summary.json').write_text(json.dumps({'methods': {
       'dec': {'acc': stats(0.9, 0.01, 3), 'nmi': stats(0.85, 0.02, 3), 'seconds': stats(12.4, 1.0, 3)},
       'n2d': {'acc': stats(0.95, 0.0, 3), 'nmi': stats(0.9, 0.005, 3), 'seconds': stats(3.0, 0.1, 3)}}}))
+  (tmp_path / 'a' / 'COMMAND.md').write_text('```bash\npython -m experiments.benchmark\n```\n')
+  (tmp_path / 'b').mkdir()  # a later run of the column: supplies only what the earlier one lacks
+  (tmp_path / 'b' / 'summary.json').write_text(json.dumps({'methods': {
+      'dec': {'acc': stats(0.1, 0.0, 3), 'nmi': stats(0.1, 0.0, 3), 'seconds': stats(1.0, 0.0, 3)},
+      'ae_gmm': {'acc': stats(0.8, 0.0, 3), 'nmi': stats(0.7, 0.01, 3), 'seconds': stats(2.0, 0.0, 3)}}}))
+  (tmp_path / 'b' / 'COMMAND.md').write_text('```bash\npython -m experiments.benchmark '
+                                             '--config=configs/benchmark.py:dataset=mnist,reference=n2d\n```\n')
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
-  monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a'), 'other': ('missing',)})
+  monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a', 'b'), 'other': ('missing',)})
   lines = render_results.cross_method_section().splitlines()
+  assert any(line.endswith('its command): MNIST-70k: `a` (N2D, DEC), `b` (AE + GMM; `reference=n2d`).')
+             for line in lines), lines
+  assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s) | - |' in lines
   assert '| DEC | 0.900 / 0.850 ± 0.020 (3 seeds, 12 s) [0.91 / 0.87 DEC-keras] | - |' in lines
   assert '| N2D | 0.950 / 0.900 ± 0.005 (3 seeds, 3 s) [0.979 / 0.942 N2D paper] | - |' in lines
   assert not any(line.startswith('| IDEC') for line in lines)  # no run has it
