@@ -232,13 +232,18 @@ def test_a_diverged_trial_is_recorded_as_failed_and_the_run_goes_on(copy_of_benc
   assert proc.returncode == 0, proc.stderr
 
 
-def test_a_collapsed_autoencoder_fails_the_methods_that_start_from_it(tmp_path, monkeypatch):
+def test_a_collapsed_autoencoder_fails_the_methods_that_start_from_it(tmp_path, monkeypatch, caplog):
   """SGD with lr 10 kills a layer's ReLUs in the first steps on both seeds (the loss stays finite): each seed's
   reconstructions are one image. Every method that starts from the autoencoder is recorded as failed with that
   reason, raw-pixel KMeans is scored, the run completes and says so, and a rerun runs nothing."""
   config = _small_config(**{'pretrain.optimizer': 'sgd', 'pretrain.learning_rate': 10.0,
                             'methods': 'kmeans,ae_kmeans,n2d,dec'})
-  payload = benchmark.run(config, tmp_path)
+  with caplog.at_level('INFO', logger='udl_jax'):
+    payload = benchmark.run(config, tmp_path)
+  lines = [r.getMessage() for r in caplog.records]
+  assert sum('vary by' in line for line in lines) == 2  # the reason in full once per seed, not once per trial
+  assert any(line.startswith('trial') and line.endswith('seed 1 dec: failed: autoencoder collapsed (0.0 s)')
+             for line in lines), lines
   rows = results.read_trials(tmp_path / 'trials.csv')
   assert [(r['seed'], r['method']) for r in rows if not r['failed']] == [(0, 'kmeans'), (1, 'kmeans')]
   failed = [r for r in rows if r['failed']]

@@ -528,7 +528,9 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
       timed.append(row)
       done = len(_finished(workdir, wanted) | {(run.seed, method)})
       progress.trials_done(done)
-      scores = row.get('failed') or ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row)
+      # a failed trial's line names the failure; its detail (said once per seed) is in trials.csv
+      scores = (f"failed: {row['failed'].split(' (', 1)[0]}" if row.get('failed') else
+                ' '.join(f'{k} {row[k]:.3f}' for k in results.METRICS if k in row))
       log.info('trial %d/%d seed %d %s: %s (%.1f s)', done, len(wanted), run.seed, method, scores, row['seconds'])
   if main and any(todo.values()):
     records.write_union(workdir)
