@@ -332,8 +332,8 @@ def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict]
   results.write_json(workdir / 'summary.json', payload)
   header = (f'{config.dataset} ({len(dataset)} images), protocol {config.protocol}, '
             f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({_span(seeds)}), dtype {config.dtype}, NMI "
-            'arithmetic' + (f", {udl_config.REFERENCES[config.reference]} reference mode" if config.get('reference')
-                            else '')
+            'arithmetic' + (f", {udl_config.REFERENCES[config.reference]['name']} reference mode"
+                            if config.get('reference') else '')
             + (f', INCOMPLETE: {missing} of {len(seeds) * len(method_names)} trials not finished' if missing else '')
             + '\n\n')
   results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary) + results.table_notes(summary))

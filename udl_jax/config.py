@@ -142,41 +142,50 @@ KEEP_CHECKPOINTS = ('keep', 'last', 'none')
 BATCH_ORDERS = ('shuffled', 'in_order')
 
 
-# Reference codes whose every number-changing detail a run can follow (`reference=NAME`), and their names.
-REFERENCES = {'': '', 'dec_keras': 'DEC-keras', 'dcec': 'DCEC', 'vade': 'VaDE', 'n2d': 'N2D'}
+# Reference codes whose every number-changing detail a run can follow (`reference=NAME`): the code's name, and
+# what it changes beyond Keras' loops (which all of them share): its pretraining over the dataset's preset, its
+# model, its methods' hyperparameters, and the methods it reports.
+REFERENCES = {
+    'dec_keras': {'name': 'DEC-keras'},
+    'dcec': {'name': 'DCEC',
+             'preset': {'pretrain_epochs': 200, 'optimizer': 'adam', 'learning_rate': 1e-3, 'update_interval': 140},
+             'model': {'name': 'conv_ae'}, 'methods': 'kmeans,ae_kmeans,dcec'},
+    'vade': {'name': 'VaDE', 'preset': {'optimizer': 'adam', 'learning_rate': 1e-3},
+             'model': {'name': 'ae', 'output_activation': 'sigmoid', 'reconstruction': 'bernoulli'},
+             'method_kwargs': {'vade': {'likelihood': 'bernoulli', 'epochs': 3000}},
+             'methods': 'kmeans,ae_kmeans,ae_gmm,vade'},
+    'n2d': {'name': 'N2D', 'preset': {'pretrain_epochs': 1000, 'optimizer': 'adam', 'learning_rate': 1e-3},
+            'methods': 'kmeans,ae_kmeans,ae_gmm,n2d'},
+}
 
 
 def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str = '') -> None:
   """The dataset's preset; with a reference, every detail in which that code differs from udl_jax's defaults
-  and that can change a number (its reference mode).
+  and that can change a number (its reference mode; `REFERENCES`).
 
-  reference='dec_keras' (DEC-keras, XifengGuo/DEC-keras):
-    - kernel init: glorot_uniform (Keras' default) for its Adam presets, here lecun_normal;
+  Every reference code trains with Keras' fit and walks its data in order, so each reference mode has:
+    - kernel init: glorot_uniform (Keras' default) with Adam, here lecun_normal (SGD keeps DEC's VarianceScaling);
     - pretraining: a step on each epoch's last partial batch too (Keras' fit), here dropped;
-    - DEC: batches walk the data in its own order with a partial last batch, here a seeded permutation.
-  reference='dcec' (DCEC, XifengGuo/DCEC, the same Keras loops): its convolutional autoencoder (conv_ae,
-  glorot_uniform) pretrained 200 epochs with Adam(1e-3) on every dataset, target updates every 140 steps, and
-  the methods kmeans, ae_kmeans (CAE + KMeans) and dcec.
-  reference='vade' (VaDE, slim1017/VaDE, Keras too): its MNIST recipe. DEC's dense network with glorot_uniform
-  and a sigmoid output on binary cross-entropy, and VaDE with the Bernoulli likelihood for 3000 epochs; the
-  methods kmeans, ae_kmeans, ae_gmm (VaDE's start) and vade. Its pretraining code was never published (it ships
-  weights): here the dataset's preset epochs with Adam(1e-3), Keras' partial batch.
-  reference='n2d' (N2D, rymc/n2d, Keras): DEC's dense network with glorot_uniform pretrained 1000 epochs with
-  Adam(1e-3), batch 256, Keras' partial batch; the methods kmeans, ae_kmeans, ae_gmm and n2d (UMAP to
-  n_clusters dimensions, 20 neighbours, min_dist 0, then a GMM: the n2d method's defaults).
+    - DEC-style loops: batches walk the data in its own order with a partial last batch, here a seeded permutation.
+  reference='dec_keras' (DEC-keras, XifengGuo/DEC-keras): nothing more.
+  reference='dcec' (DCEC, XifengGuo/DCEC): its convolutional autoencoder (conv_ae) pretrained 200 epochs with
+  Adam(1e-3) on every dataset, target updates every 140 steps, and the methods kmeans, ae_kmeans (CAE + KMeans)
+  and dcec.
+  reference='vade' (VaDE, slim1017/VaDE): its MNIST recipe. DEC's dense network with a sigmoid output on binary
+  cross-entropy, and VaDE with the Bernoulli likelihood for 3000 epochs; the methods kmeans, ae_kmeans, ae_gmm
+  (VaDE's start) and vade. Its pretraining code was never published (it ships weights): here the dataset's
+  preset epochs with Adam(1e-3).
+  reference='n2d' (N2D, rymc/n2d): DEC's dense network pretrained 1000 epochs with Adam(1e-3), batch 256; the
+  methods kmeans, ae_kmeans, ae_gmm and n2d (UMAP to n_clusters dimensions, 20 neighbours, min_dist 0, then a
+  GMM: the n2d method's defaults).
   """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
-  if reference not in REFERENCES:
-    raise UserError(f"unknown reference '{reference}'; valid: {', '.join(filter(None, REFERENCES))} (or none)")
-  preset = PRESETS[dataset]
-  if reference == 'dcec':
-    preset = {**preset, 'pretrain_epochs': 200, 'optimizer': 'adam', 'learning_rate': 1e-3, 'update_interval': 140}
-  if reference == 'vade':
-    preset = {**preset, 'optimizer': 'adam', 'learning_rate': 1e-3}
-  if reference == 'n2d':
-    preset = {**preset, 'pretrain_epochs': 1000, 'optimizer': 'adam', 'learning_rate': 1e-3}
-  keras = bool(reference)  # the reference codes train with Keras' fit and walk their data in order
+  if reference and reference not in REFERENCES:
+    raise UserError(f"unknown reference '{reference}'; valid: {', '.join(REFERENCES)} (or none)")
+  recipe = REFERENCES.get(reference, {})
+  preset = {**PRESETS[dataset], **recipe.get('preset', {})}
+  keras = bool(reference)
   config.dataset = dataset
   config.reference = reference
   config.pretrain.epochs = preset['pretrain_epochs']
@@ -188,17 +197,11 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   config.pretrain.partial_batch = keras
   config.cluster.update_interval = preset['update_interval']
   config.cluster.batch_order = 'in_order' if keras else 'shuffled'
-  if reference == 'dcec':
-    config.model.name = 'conv_ae'
-    if 'methods' in config:
-      config.methods = 'kmeans,ae_kmeans,dcec'
-  if reference == 'vade':
-    config.model.name, config.model.output_activation, config.model.reconstruction = 'ae', 'sigmoid', 'bernoulli'
-    config.cluster.method_kwargs.vade.update(likelihood='bernoulli', epochs=3000)
-    if 'methods' in config:
-      config.methods = 'kmeans,ae_kmeans,ae_gmm,vade'
-  if reference == 'n2d' and 'methods' in config:
-    config.methods = 'kmeans,ae_kmeans,ae_gmm,n2d'
+  config.model.update(recipe.get('model', {}))
+  for method, kwargs in recipe.get('method_kwargs', {}).items():
+    config.cluster.method_kwargs[method].update(kwargs)
+  if 'methods' in recipe and 'methods' in config:
+    config.methods = recipe['methods']
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:
