@@ -232,6 +232,18 @@ def test_a_diverged_trial_is_recorded_as_failed_and_the_run_goes_on(copy_of_benc
   assert proc.returncode == 0, proc.stderr
 
 
+def test_time_estimate_counts_each_seeds_pretraining_once():
+  """Seed 0 took 100 s to pretrain and 5 s / 20 s for its two deep methods. Seed 1 still has to pretrain and run
+  both; while its first deep trial pretrains (the running phase, with its own ETA) the rest is only the second."""
+  rows = [{'seed': 0, 'method': 'kmeans', 'seconds': 60.0, 'pretrain_seconds': None},
+          {'seed': 0, 'method': 'ae_kmeans', 'seconds': 5.0, 'pretrain_seconds': 100.0},
+          {'seed': 0, 'method': 'dec', 'seconds': 20.0, 'pretrain_seconds': 100.0}]
+  assert benchmark._time_estimate(rows, [(1, 'ae_kmeans'), (1, 'dec')]) == 125.0
+  assert benchmark._time_estimate(rows, [(1, 'dec')], frozenset({1})) == 20.0
+  assert benchmark._time_estimate(rows, [(1, 'kmeans'), (1, 'dec')]) == 180.0
+  assert benchmark._time_estimate(rows, [(1, 'idec')]) is None  # not timed yet
+
+
 def test_a_collapsed_autoencoder_fails_the_methods_that_start_from_it(tmp_path, monkeypatch, caplog):
   """SGD with lr 10 kills a layer's ReLUs in the first steps on both seeds (the loss stays finite): each seed's
   reconstructions are one image. Every method that starts from the autoencoder is recorded as failed with that

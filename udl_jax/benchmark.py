@@ -439,15 +439,17 @@ def _span(seeds: list[int]) -> str:
   return f'{seeds[0]}..{seeds[-1]}' if len(seeds) > 1 else str(seeds[0])
 
 
-def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]]) -> float | None:
+def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]],
+                   pretraining_now: frozenset[int] = frozenset()) -> float | None:
   """Seconds the `remaining` (seed, method) trials should take, from the finished trials' times (each seed's
-  pretraining counted once); None until every method among them has been timed."""
+  pretraining counted once, and not at all for the seeds `pretraining_now`, whose pretraining is the running
+  phase, already in its own ETA); None until every method among them has been timed."""
   seconds: dict[str, list[float]] = {}
   for r in rows:
     seconds.setdefault(r['method'], []).append(r['seconds'])
   pretrain = [r['pretrain_seconds'] for r in rows if r['pretrain_seconds'] is not None]
   pretrained = {r['seed'] for r in rows if r['pretrain_seconds'] is not None}
-  to_pretrain = {s for s, m in remaining if m != 'kmeans'} - pretrained
+  to_pretrain = {s for s, m in remaining if m != 'kmeans'} - pretrained - pretraining_now
   if any(m not in seconds for _, m in remaining) or (to_pretrain and not pretrain):
     return None
   return sum(float(np.mean(seconds[m])) for _, m in remaining) + len(to_pretrain) * float(np.mean(pretrain or [0]))
@@ -517,7 +519,8 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
       continue
     after = method_names[method_names.index(method) + 1:]
     remaining = [(r.seed, method) for r in batch[1:]] + [(s, m) for s in group for m in todo[s] if m in after]
-    rest = _time_estimate(timed, remaining), _time_estimate(timed, later)
+    now = frozenset({batch[0].seed}) if method != 'kmeans' else frozenset()  # pretrains first, if it must
+    rest = _time_estimate(timed, remaining, now), _time_estimate(timed, later)
     progress.set_trial(f"seed{'s' if len(batch) > 1 else ''} {', '.join(str(r.seed) for r in batch)} {method}",
                        None if None in rest else rest[0] + rest[1] / processes)
     for run, (row, _, _) in zip(batch, run_trials(batch, method)):
