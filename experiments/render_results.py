@@ -49,6 +49,8 @@ TABLES = {
                    'AE + KMeans row is CAE + KMeans).',
     'digits_da': 'Embedded 8x8 digits, DEC-DA and IDEC-DA with DEC-DA\'s recipe (augmented pretraining and '
                  'clustering), and plain DEC from the same augmented autoencoders.',
+    'digits_n2d': 'Embedded 8x8 digits, N2D\'s whole recipe (`reference=n2d`: 1000 Adam epochs, then UMAP + GMM), 6 '
+                  'seeds.',
     'digits_holdout': 'The same, holdout protocol: fit on 70%, score the 30% held out.',
     'mnist_test': 'MNIST test set (10k), DEC-keras settings.',
     'mnist_test_zoo': 'MNIST test set (10k), DEC-keras settings, every method.',
