@@ -187,19 +187,28 @@ def _summary_methods(folder: str) -> dict:
   return json.loads(path.read_text())['methods'] if path.exists() else {}
 
 
-def _cell_sources(columns: dict[str, list[dict]]) -> str:
+def _column_cells(folders: tuple[str, ...]) -> dict[str, tuple[str, dict]]:
+  """Each method of a cross-method column: (the run that supplies it, that run's summary of it); the first of
+  the column's runs that has the method supplies it."""
+  cells = {}
+  for folder in folders:
+    for method, summary in _summary_methods(folder).items():
+      cells.setdefault(method, (folder, summary))
+  return cells
+
+
+def _cell_sources(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
   """'digits: `digits_zoo` (KMeans, ...), `digits_dcec` (DCEC; `reference=dcec`); ...': the run that supplies
-  each method of each column (the first of the column's runs that has it), so that no cell needs a footnote."""
+  each method of each column, so that no cell needs a footnote."""
   parts = []
-  for col, runs in columns.items():
-    taken, named = set(), []
-    for folder, summary in zip(CROSS_COLUMNS[col], runs):
-      supplied = [m for m in METHOD_LABELS if m in summary and m not in taken]
-      taken |= set(supplied)
+  for col, cells in columns.items():
+    named = []
+    for folder in CROSS_COLUMNS[col]:
+      supplied = [METHOD_LABELS[m] for m in METHOD_LABELS if m in cells and cells[m][0] == folder]
       if supplied:
         reference = re.search(r'reference=(\w+)', command(folder))
         extra = f'; `reference={reference.group(1)}`' if reference else ''
-        named.append(f"`{folder}` ({', '.join(METHOD_LABELS[m] for m in supplied)}{extra})")
+        named.append(f"`{folder}` ({', '.join(supplied)}{extra})")
     if named:
       parts.append(f"{col}: {', '.join(named)}")
   return '; '.join(parts)
@@ -208,8 +217,8 @@ def _cell_sources(columns: dict[str, list[dict]]) -> str:
 def cross_method_section() -> str:
   """Methods as rows, datasets as columns: measured ACC / NMI (mean ± std of NMI, seeds) beside the published
   figure, and each method's own clustering time; every number read from a committed run's summary.json."""
-  columns = {col: [_summary_methods(f) for f in folders] for col, folders in CROSS_COLUMNS.items()}
-  found = [m for m in METHOD_LABELS if any(m in s for runs in columns.values() for s in runs)]
+  columns = {col: _column_cells(folders) for col, folders in CROSS_COLUMNS.items()}
+  found = [m for m in METHOD_LABELS if any(m in cells for cells in columns.values())]
   if not found:
     return ''
   lines = ['## Every method on every dataset', '',
@@ -219,15 +228,14 @@ def cross_method_section() -> str:
            f'below has its command): {_cell_sources(columns)}.', '',
            '| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
   for method in found:
-    cells = []
-    for col, runs in columns.items():
-      s = next((r[method] for r in runs if method in r), None)
-      cell = '-' if s is None else _cross_cell(s)
+    row = []
+    for col, cells in columns.items():
+      cell = _cross_cell(cells[method][1]) if method in cells else '-'
       published = PUBLISHED_BY_METHOD.get((col, method))
       if published:
         cell += f' [{published[0]:g} / {published[1]:g} {published[2]}]'  # as published, no digits added
-      cells.append(cell)
-    lines.append(f'| {METHOD_LABELS[method]} | ' + ' | '.join(cells) + ' |')
+      row.append(cell)
+    lines.append(f'| {METHOD_LABELS[method]} | ' + ' | '.join(row) + ' |')
   return '\n'.join(lines) + '\n\n'
 
 
