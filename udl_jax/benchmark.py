@@ -184,7 +184,7 @@ def run_trials(runs: list[SeedRun], method: str) -> list[tuple[dict, np.ndarray 
   collapsed (for every method but raw-pixel KMeans), gets a row that says so (`failed`) and no labels: the other
   seeds, and the run, go on."""
   config = runs[0].config
-  collapsed = {} if method == 'kmeans' else {run.seed: run.collapse() for run in runs}
+  collapsed = {run.seed: run.collapse() for run in runs} if methods.needs_autoencoder(method) else {}
   alive = [run for run in runs if not collapsed.get(run.seed)]
   outcomes = dict(zip([run.seed for run in alive], _outcomes(alive, method))) if alive else {}
   trials = []
@@ -449,7 +449,7 @@ def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]],
     seconds.setdefault(r['method'], []).append(r['seconds'])
   pretrain = [r['pretrain_seconds'] for r in rows if r['pretrain_seconds'] is not None]
   pretrained = {r['seed'] for r in rows if r['pretrain_seconds'] is not None}
-  to_pretrain = {s for s, m in remaining if m != 'kmeans'} - pretrained - pretraining_now
+  to_pretrain = {s for s, m in remaining if methods.needs_autoencoder(m)} - pretrained - pretraining_now
   if any(m not in seconds for _, m in remaining) or (to_pretrain and not pretrain):
     return None
   return sum(float(np.mean(seconds[m])) for _, m in remaining) + len(to_pretrain) * float(np.mean(pretrain or [0]))
@@ -466,7 +466,7 @@ def plan(config, workdir: str | Path) -> str:
     done = [m for m in method_names if (seed, m) in finished]
     lines.append(f"  seed {seed}: run {', '.join(todo) or 'nothing'}"
                  + (f" (finished: {', '.join(done)})" if done else ''))
-  deep = [m for m in method_names if m != 'kmeans']
+  deep = [m for m in method_names if methods.needs_autoencoder(m)]
   if deep:
     lines.append(f'  each seed without a finished autoencoder first pretrains {config.model.name} for '
                  f'{config.pretrain.epochs} epochs ({config.pretrain.optimizer}, lr {config.pretrain.learning_rate})')
@@ -509,7 +509,8 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
   later = [(s, m) for s in later_seeds for m in method_names if (s, m) not in finished]
   progress.trials_done(len(finished))
   runs = {seed: SeedRun(config, dataset, seed, workdir, mesh) for seed in group}
-  untrained = [runs[s] for s in group if set(todo[s]) - {'kmeans'} and runs[s].needs_pretraining()]
+  untrained = [runs[s] for s in group
+               if any(map(methods.needs_autoencoder, todo[s])) and runs[s].needs_pretraining()]
   if len(untrained) > 1:
     progress.set_trial(f"seeds {', '.join(str(r.seed) for r in untrained)} pretraining", None)
     pretrain(untrained)
@@ -519,7 +520,7 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
       continue
     after = method_names[method_names.index(method) + 1:]
     remaining = [(r.seed, method) for r in batch[1:]] + [(s, m) for s in group for m in todo[s] if m in after]
-    now = frozenset({batch[0].seed}) if method != 'kmeans' else frozenset()  # pretrains first, if it must
+    now = frozenset({batch[0].seed} if methods.needs_autoencoder(method) else ())  # pretrains first, if it must
     rest = _time_estimate(timed, remaining, now), _time_estimate(timed, later)
     progress.set_trial(f"seed{'s' if len(batch) > 1 else ''} {', '.join(str(r.seed) for r in batch)} {method}",
                        None if None in rest else rest[0] + rest[1] / processes)

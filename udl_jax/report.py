@@ -296,7 +296,7 @@ def _map_choice(run: _Run) -> tuple[str, int]:
   """The method and seed whose embedding is mapped: the method with the best mean ACC among those with a
   learned embedding (the last of them when unlabelled: fine-tuners come after the baselines), at its best seed;
   raw-pixel KMeans only when it is all the run has."""
-  deep = [m for m in run.scored if m != 'kmeans'] or run.scored
+  deep = [m for m in run.scored if methods.needs_autoencoder(m)] or run.scored
   acc = lambda m: run.summary['methods'][m].get('acc', {}).get('mean', -1.0)  # noqa: E731
   method = max(reversed(deep), key=acc) if run.labelled else deep[-1]
   return method, run.best_seed(method)

@@ -26,6 +26,11 @@ from udl_jax.methods.base import (Batch, EmbeddingClusterer, FineTuner, Method, 
 # The two baselines every table starts with; the benchmark runs them itself (k-means is shared by all methods).
 BASELINES = ('kmeans', 'ae_kmeans')
 
+
+def needs_autoencoder(method: str) -> bool:
+  """Whether `method` starts from the seed's pretrained autoencoder: all but raw-pixel KMeans."""
+  return method != 'kmeans'
+
 _FACTORIES: dict[str, Callable[..., Method]] = {}
 
 
