@@ -214,19 +214,17 @@ def _cell_sources(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
   return '; '.join(parts)
 
 
-def cross_method_section() -> str:
+def _cross_method_columns() -> dict[str, dict[str, tuple[str, dict]]]:
+  return {col: _column_cells(folders) for col, folders in CROSS_COLUMNS.items()}
+
+
+def cross_method_table(columns: dict[str, dict[str, tuple[str, dict]]]) -> list[str]:
   """Methods as rows, datasets as columns: measured ACC / NMI (mean ± std of NMI, seeds) beside the published
   figure, and each method's own clustering time; every number read from a committed run's summary.json."""
-  columns = {col: _column_cells(folders) for col, folders in CROSS_COLUMNS.items()}
   found = [m for m in METHOD_LABELS if any(m in cells for cells in columns.values())]
   if not found:
-    return ''
-  lines = ['## Every method on every dataset', '',
-           'Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
-           'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
-           'shared by all deep methods of a seed,\nnot included). Where each cell comes from (the run\'s section '
-           f'below has its command): {_cell_sources(columns)}.', '',
-           '| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
+    return []
+  lines = ['| method | ' + ' | '.join(columns) + ' |', '| --- |' + ' --- |' * len(columns)]
   for method in found:
     row = []
     for col, cells in columns.items():
@@ -236,6 +234,22 @@ def cross_method_section() -> str:
         cell += f' [{published[0]:g} / {published[1]:g} {published[2]}]'  # as published, no digits added
       row.append(cell)
     lines.append(f'| {METHOD_LABELS[method]} | ' + ' | '.join(row) + ' |')
+  return lines
+
+
+CROSS_LEGEND = ('Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
+                'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
+                'shared by all deep methods of a seed,\nnot included).')
+
+
+def cross_method_section() -> str:
+  """The results page's cross-method table, with the run that supplies each of its cells."""
+  columns = _cross_method_columns()
+  table = cross_method_table(columns)
+  if not table:
+    return ''
+  lines = ['## Every method on every dataset', '', f'{CROSS_LEGEND} Where each cell comes from (the run\'s section '
+           f'below has its command): {_cell_sources(columns)}.', '', *table]
   return '\n'.join(lines) + '\n\n'
 
 
@@ -277,15 +291,16 @@ shared pretraining once under the table.
 """
 
 
-def readme_block(names: list[str]) -> str:
-  """The README's results block: digits (the default benchmark) and the 70k tables; links to everything else."""
-  shown = ['digits'] + [n for n in ('mnist', 'fashion_mnist') if n in names]
-  parts = []
-  for name in shown:
-    parts.append(f'{TABLES[name]}\n\n```bash\n{command(name)}\n```\n\n'
-                 f'{(RESULTS / name / "table.md").read_text().strip()}')
-  parts.append('Every method (AE+GMM, N2D, DCN, DKM, ...) on every dataset beside its published figure, every '
-               'committed table\n(digits, holdout protocol, MNIST test set, ...) and the autoencoder figures: '
+def readme_block() -> str:
+  """The README's results block: the default benchmark's table (what its command prints) and the cross-method
+  table; links to the rest."""
+  table = cross_method_table(_cross_method_columns())
+  parts = [f"{TABLES['digits']}\n\n```bash\n{command('digits')}\n```\n\n"
+           f"{(RESULTS / 'digits' / 'table.md').read_text().strip()}"]
+  if table:
+    parts.append('Every method on every dataset. ' + CROSS_LEGEND + '\n\n' + '\n'.join(table))
+  parts.append('Which run supplies each cell and its command, every committed table (the 70k sets with each '
+               'method\'s recipe,\nholdout protocol, MNIST test set, ...) and the autoencoder figures: '
                '[`results/README.md`](results/README.md).')
   return '\n\n'.join(parts)
 
@@ -329,7 +344,7 @@ def main() -> None:
   if start not in readme or end not in readme:
     sys.exit('README.md lacks the <!-- results:start --> / <!-- results:end --> markers')
   head, rest = readme.split(start, 1)
-  README.write_text(head + start + readme_block(names) + '\n' + end + rest.split(end, 1)[1])
+  README.write_text(head + start + readme_block() + '\n' + end + rest.split(end, 1)[1])
   print(f'wrote {RESULTS / "README.md"} ({len(names)} tables) and the README results block')
 
 

@@ -40,7 +40,8 @@ def test_precision_section_is_empty_without_pairs(tmp_path, monkeypatch):
   assert render_results.precision_section() == ''
 
 
-def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figure_beside_it(tmp_path, monkeypatch):
+def _write_cross_runs(tmp_path):
+  """Two committed runs of one column: `a`, and `b` with one method `a` lacks (and a DEC that `a` supplies)."""
   stats = lambda mean, std, n: {'mean': mean, 'std': std, 'n': n}
   (tmp_path / 'a').mkdir()
   (tmp_path / 'a' / 'summary.json').write_text(json.dumps({'methods': {
@@ -53,6 +54,10 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
       'ae_gmm': {'acc': stats(0.8, 0.0, 3), 'nmi': stats(0.7, 0.01, 3), 'seconds': stats(2.0, 0.0, 3)}}}))
   (tmp_path / 'b' / 'COMMAND.md').write_text('```bash\npython -m experiments.benchmark '
                                              '--config=configs/benchmark.py:dataset=mnist,reference=n2d\n```\n')
+
+
+def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figure_beside_it(tmp_path, monkeypatch):
+  _write_cross_runs(tmp_path)
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a', 'b'), 'other': ('missing',)})
   lines = render_results.cross_method_section().splitlines()
@@ -62,6 +67,20 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   assert '| DEC | 0.900 / 0.850 ± 0.020 (3 seeds, 12 s) [0.91 / 0.87 DEC-keras] | - |' in lines
   assert '| N2D | 0.950 / 0.900 ± 0.005 (3 seeds, 3 s) [0.979 / 0.942 N2D paper] | - |' in lines
   assert not any(line.startswith('| IDEC') for line in lines)  # no run has it
+
+
+def test_readme_block_shows_the_default_benchmarks_table_then_every_method_on_every_dataset(tmp_path, monkeypatch):
+  _write_cross_runs(tmp_path)
+  (tmp_path / 'digits').mkdir()
+  (tmp_path / 'digits' / 'table.md').write_text('| method | ACC |\n| --- | --- |\n| DEC | 0.801 |\n')
+  (tmp_path / 'digits' / 'COMMAND.md').write_text('```bash\npython -m experiments.benchmark\n```\n')
+  monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
+  monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('a', 'b')})
+  block = render_results.readme_block()
+  default_table, cross_table = block.index('| DEC | 0.801 |'), block.index('| method | MNIST-70k |')
+  assert block.startswith(render_results.TABLES['digits']) and default_table < cross_table
+  assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s) |' in block.splitlines()
+  assert 'section below' not in block and block.endswith('[`results/README.md`](results/README.md).')
 
 
 def test_cross_method_cell_counts_failed_seeds_apart_from_the_means():
