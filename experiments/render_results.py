@@ -217,6 +217,7 @@ def _cell_sources(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
 
 
 def _cross_method_columns() -> dict[str, dict[str, tuple[str, dict]]]:
+  """Each cross-method column's cells: method -> (the run that supplies it, its summary)."""
   return {col: _column_cells(folders) for col, folders in CROSS_COLUMNS.items()}
 
 
