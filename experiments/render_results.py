@@ -245,9 +245,8 @@ CROSS_LEGEND = ('Measured ACC / NMI means (± the NMI\'s standard deviation over
                 'shared by all deep methods of a seed,\nnot included).')
 
 
-def cross_method_section() -> str:
+def cross_method_section(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
   """The results page's cross-method table, with the run that supplies each of its cells."""
-  columns = _cross_method_columns()
   table = cross_method_table(columns)
   if not table:
     return ''
@@ -294,10 +293,10 @@ shared pretraining once under the table.
 """
 
 
-def readme_block() -> str:
+def readme_block(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
   """The README's results block: the default benchmark's table (what its command prints) and the cross-method
   table; links to the rest."""
-  table = cross_method_table(_cross_method_columns())
+  table = cross_method_table(columns)
   parts = [f"{TABLES['digits']}\n\n```bash\n{command('digits')}\n```\n\n"
            f"{(RESULTS / 'digits' / 'table.md').read_text().strip()}"]
   if table:
@@ -339,7 +338,8 @@ def side_by_side_section() -> str:
 def main() -> None:
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
   check_finished(set(names) | {f for folders in CROSS_COLUMNS.values() for f in folders})
-  page = HEADER + PUBLISHED + '\n' + cross_method_section() + ''.join(table_section(n, TABLES[n]) for n in names)
+  columns = _cross_method_columns()  # read once: the page and the README show the same table
+  page = HEADER + PUBLISHED + '\n' + cross_method_section(columns) + ''.join(table_section(n, TABLES[n]) for n in names)
   page += side_by_side_section() + epochs_section() + precision_section() + assign_section() + autoencoder_section()
   (RESULTS / 'README.md').write_text(page)
   readme = README.read_text()
@@ -347,7 +347,7 @@ def main() -> None:
   if start not in readme or end not in readme:
     sys.exit('README.md lacks the <!-- results:start --> / <!-- results:end --> markers')
   head, rest = readme.split(start, 1)
-  README.write_text(head + start + readme_block() + '\n' + end + rest.split(end, 1)[1])
+  README.write_text(head + start + readme_block(columns) + '\n' + end + rest.split(end, 1)[1])
   print(f'wrote {RESULTS / "README.md"} ({len(names)} tables) and the README results block')
 
 

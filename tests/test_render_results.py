@@ -60,7 +60,7 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   _write_cross_runs(tmp_path)
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a', 'b'), 'other': ('missing',)})
-  lines = render_results.cross_method_section().splitlines()
+  lines = render_results.cross_method_section(render_results._cross_method_columns()).splitlines()
   assert any(line.endswith('its command): MNIST-70k: `a` (N2D, DEC), `b` (AE + GMM; `reference=n2d`).')
              for line in lines), lines
   assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s) | - |' in lines
@@ -76,7 +76,7 @@ def test_readme_block_shows_the_default_benchmarks_table_then_every_method_on_ev
   (tmp_path / 'digits' / 'COMMAND.md').write_text('```bash\npython -m experiments.benchmark\n```\n')
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('a', 'b')})
-  block = render_results.readme_block()
+  block = render_results.readme_block(render_results._cross_method_columns())
   default_table, cross_table = block.index('| DEC | 0.801 |'), block.index('| method | MNIST-70k |')
   assert block.startswith(render_results.TABLES['digits']) and default_table < cross_table
   assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s) |' in block.splitlines()

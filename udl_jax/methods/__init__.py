@@ -31,6 +31,7 @@ def needs_autoencoder(method: str) -> bool:
   """Whether `method` starts from the seed's pretrained autoencoder: all but raw-pixel KMeans."""
   return method != 'kmeans'
 
+
 _FACTORIES: dict[str, Callable[..., Method]] = {}
 
 
