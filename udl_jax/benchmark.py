@@ -336,7 +336,10 @@ def write_outputs(config, dataset: data.Dataset, workdir: Path, rows: list[dict]
                             if config.get('reference') else '')
             + (f', INCOMPLETE: {missing} of {len(seeds) * len(method_names)} trials not finished' if missing else '')
             + '\n\n')
-  results.write_atomic(workdir / 'table.md', header + results.markdown_table(summary) + results.table_notes(summary))
+  table = header + results.markdown_table(summary) + results.table_notes(summary)
+  results.write_atomic(workdir / 'table.md', table)
+  if parallel.is_main_process():  # this process's table: another one sharing the workdir may rewrite the file
+    log.info('table (%s):\n%s', workdir / 'table.md', table)
   _cluster_figure(dataset, workdir, rows)
   if dataset.y is None:
     _write_assignments(dataset, workdir, rows)
@@ -607,7 +610,4 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
     return None
   parallel.barrier('trials done')
   # Re-read: processes running other seeds in this workdir may have finished trials meanwhile.
-  payload = write_outputs(config, dataset, workdir, records.read_all(workdir), time.perf_counter() - t_start)
-  if parallel.is_main_process():
-    log.info('table (%s):\n%s', workdir / 'table.md', (workdir / 'table.md').read_text())
-  return payload
+  return write_outputs(config, dataset, workdir, records.read_all(workdir), time.perf_counter() - t_start)
