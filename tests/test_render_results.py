@@ -60,10 +60,11 @@ def test_cross_method_table_reads_each_runs_summary_and_sets_the_published_figur
   _write_cross_runs(tmp_path)
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   monkeypatch.setattr(render_results, 'CROSS_COLUMNS', {'MNIST-70k': ('missing', 'a', 'b'), 'other': ('missing',)})
+  monkeypatch.setattr(render_results, 'GPU_RUNS', {'b': 'an H200'})
   lines = render_results.cross_method_section(render_results._cross_method_columns()).splitlines()
   assert any(line.endswith('its command): MNIST-70k: `a` (N2D, DEC), `b` (AE + GMM; `reference=n2d`).')
              for line in lines), lines
-  assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s) | - |' in lines
+  assert '| AE + GMM | 0.800 / 0.700 ± 0.010 (3 seeds, 2 s on an H200) | - |' in lines  # b ran on a GPU
   assert '| DEC | 0.900 / 0.850 ± 0.020 (3 seeds, 12 s) [0.91 / 0.87 DEC-keras] | - |' in lines
   assert '| N2D | 0.950 / 0.900 ± 0.005 (3 seeds, 3 s) [0.979 / 0.942 N2D paper] | - |' in lines
   assert not any(line.startswith('| IDEC') for line in lines)  # no run has it

@@ -180,6 +180,19 @@ def test_report_is_redrawn_only_where_its_inputs_changed(labelled_run, monkeypat
   assert drawn == ['kmeans_confusion.png']
 
 
+def test_report_of_a_workdir_without_its_saved_parameters(labelled_run, tmp_path):
+  """A workdir copied back without its params (as benchmarks/gpu.sh packs them) still gets its report, with a
+  note where the embedding map would be."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(labelled_run, workdir, ignore=shutil.ignore_patterns('params', 'checkpoints', 'figures'))
+  config = _small_config(methods='kmeans,ae_kmeans,dec')
+  report.write_report(workdir, config, benchmark.data.from_config(config))
+  text, page, _ = _read(workdir)
+  _check_self_contained(text, page)
+  assert 'No embedding map: seed' in text and not (workdir / 'figures' / 'embedding.png').exists()
+  assert len(page.images) == 6  # the map alone is missing
+
+
 def test_unlabelled_report(unlabelled_run):
   text, page, summary = _read(unlabelled_run)
   _check_self_contained(text, page)

@@ -280,9 +280,13 @@ def _figures(run: _Run) -> str:
 
   out.append('<h3>Embedding</h3>')
   method, seed = _map_choice(run)
-  inputs = [run.labels_path(method, seed)] + [p for p in (run.workdir / f'seed_{seed}' / d / 'params'
-                                                          for d in (method, 'ae')) if p.exists()]
-  out.append(cache.figure('embedding.png', inputs, lambda path: _embedding_figure(run, method, seed, path)))
+  params = [p for p in (run.workdir / f'seed_{seed}' / d / 'params' for d in (method, 'ae')) if p.exists()]
+  if method == 'kmeans' or params:
+    out.append(cache.figure('embedding.png', [run.labels_path(method, seed)] + params,
+                            lambda path: _embedding_figure(run, method, seed, path)))
+  else:  # e.g. a workdir brought back from another machine without its saved parameters
+    out.append(_note(f'No embedding map: seed {seed} has no saved parameters in this workdir '
+                     f'(seed_{seed}/ae/params), so its embedding cannot be computed.'))
   cache.save()
 
   out.append('<h3>Samples per cluster</h3>')
