@@ -54,19 +54,22 @@ start=$(date +%s) deadline=${DEADLINE:-540} seeds=${SEEDS:-3} mnist=${MNIST:-mni
 nvidia-smi -L 2>/dev/null
 python3 -c 'import jax, flax, optax, orbax.checkpoint as o, sklearn, umap; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "sklearn", sklearn.__version__, "umap", umap.__version__, jax.devices())' || exit 1
 
-bench() {  # log-name workdir benchmark-flags...: one benchmark process, stopped at the deadline
+bench() {  # log-name workdir benchmark-flags...: one benchmark process, stopped at the deadline (checkpoints every
+  # 100 epochs: when to save does not change a result, and fewer saves cost less GPU time)
   local name=$1 workdir=$2; shift 2
   local t0=$(date +%s) left=$(( deadline - $(date +%s) + start ))
   if (( left < 20 )); then echo "$name skipped: ${left} s left"; return; fi
-  timeout "$left" python3 -m experiments.benchmark --processes=1 --workdir="$runs/$workdir" "$@" ${EXTRA:-} \
+  timeout "$left" python3 -m experiments.benchmark --processes=1 --workdir="$runs/$workdir" "$@" \
+    --config.pretrain.checkpoint_every=100 ${EXTRA:-} \
     > "$out/$name.log" 2>&1
   echo "$name rc=$? wall $(( $(date +%s) - t0 )) s (at $(( $(date +%s) - start )) s)"
   tail -n 6 "$out/$name.log"
 }
-da_flags="--config.methods=ae_kmeans,dec_da,idec_da --config.pretrain.augment=True --config.pretrain.epochs=500"
+batch="--config.seeds=$seeds --config.seed_batch=$seeds"  # every seed as one seed batch
+da_flags="$batch --config.methods=ae_kmeans,dec_da,idec_da --config.pretrain.augment=True --config.pretrain.epochs=500"
 fashion_n2d() {
-  local flags="--config=configs/benchmark.py:dataset=$fashion,reference=n2d --config.pretrain.checkpoint_every=100"
-  bench fashion_n2d fashion_n2d $flags --config.seeds=$seeds --config.seed_batch=$seeds --config.methods=ae_kmeans
+  local flags="--config=configs/benchmark.py:dataset=$fashion,reference=n2d"
+  bench fashion_n2d fashion_n2d $flags $batch --config.methods=ae_kmeans
   for (( s = 0; s < seeds; s++ )); do
     bench fashion_n2d_seed$s fashion_n2d $flags --config.first_seed=$s --config.seeds=1 \
       --config.methods=n2d,ae_gmm,idec,dcn,dkm &
@@ -76,16 +79,12 @@ fashion_n2d() {
 }
 check() {
   case $1 in
-    dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist --config.seeds=$seeds \
-      --config.seed_batch=$seeds $da_flags --config.pretrain.checkpoint_every=100 ;;
-    fashion_dec_da) bench fashion_dec_da fashion_dec_da --config=configs/benchmark.py:dataset=$fashion \
-      --config.seeds=$seeds --config.seed_batch=$seeds $da_flags --config.pretrain.checkpoint_every=100 ;;
+    dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist $da_flags ;;
+    fashion_dec_da) bench fashion_dec_da fashion_dec_da --config=configs/benchmark.py:dataset=$fashion $da_flags ;;
     fashion_n2d) fashion_n2d ;;
     mnist_n2d_zoo) bench mnist_n2d_zoo mnist_n2d_gpu --config=configs/benchmark.py:dataset=$mnist,reference=n2d \
-      --config.pretrain.epochs=200 --config.seeds=$seeds --config.seed_batch=$seeds \
-      --config.methods=ae_kmeans,idec,dcn,dkm --config.pretrain.checkpoint_every=100 ;;
-    dcec|vade) bench mnist_$1 mnist_$1 --config=configs/benchmark.py:dataset=$mnist,reference=$1 \
-      --config.seeds=$seeds --config.seed_batch=$seeds --config.pretrain.checkpoint_every=100 ;;
+      --config.pretrain.epochs=200 $batch --config.methods=ae_kmeans,idec,dcn,dkm ;;
+    dcec|vade) bench mnist_$1 mnist_$1 --config=configs/benchmark.py:dataset=$mnist,reference=$1 $batch ;;
     *) echo "unknown check '$1' (dec_da, fashion_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade)"; return 2 ;;
   esac
 }
