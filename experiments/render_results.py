@@ -62,7 +62,7 @@ TABLES = {
                             '(`--config.reference=dec_keras`).',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
     'mnist_n2d': 'MNIST-70k with N2D\'s recipe (`reference=n2d`: Adam autoencoder), 200 of its 1000 pretraining '
-                 'epochs (CPU time), and IDEC from the same autoencoders.',
+                 'epochs (CPU time), and IDEC and DKM from the same autoencoders.',
     'mnist_dec_da': 'MNIST-70k, DEC-DA and IDEC-DA with DEC-DA\'s own recipe (500 augmented pretraining epochs), on one '
                     'NVIDIA H200 GPU.',
     'mnist_n2d_gpu': 'MNIST-70k with the recipe of `mnist_n2d` (200 Adam epochs) on one NVIDIA H200 GPU, its own '
