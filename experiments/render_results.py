@@ -70,7 +70,7 @@ TABLES = {
     'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
     'fashion_mnist_n2d': 'Fashion-MNIST-70k with N2D\'s recipe (`reference=n2d`: Adam autoencoder, then UMAP + GMM), '
                          '200 of its 1000 pretraining epochs (CPU time).',
-    'fashion_mnist_n2d_zoo': 'Fashion-MNIST-70k, IDEC and DKM from the autoencoders of `fashion_mnist_n2d` (200 of N2D\'s '
+    'fashion_mnist_n2d_zoo': 'Fashion-MNIST-70k, IDEC, DCN and DKM from the autoencoders of `fashion_mnist_n2d` (200 of N2D\'s '
                              '1000 pretraining epochs, CPU time), seeds 0-2.',
     'fashion_mnist_dec_da': 'Fashion-MNIST-70k, DEC-DA and IDEC-DA with DEC-DA\'s own recipe (500 augmented pretraining '
                             'epochs), on one NVIDIA H200 GPU.',
