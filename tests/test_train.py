@@ -203,6 +203,27 @@ def test_non_finite_loss_is_a_user_error_and_saves_nothing(digits, tmp_path):
   assert not [p for p in tmp_path.iterdir() if p.name[:1].isdigit()]
 
 
+def test_pretraining_stops_when_the_autoencoder_has_collapsed(digits, caplog, tmp_path):
+  """SGD with lr 10 kills a layer's ReLUs in the first steps and the loss stays finite: pretraining stops at the
+  second collapse check in a row instead of running all its epochs, says why, and a resumed run stops at the same
+  epoch with the same parameters. A run that learns goes on past the checks."""
+  cfg = _train_cfg(epochs=50, optimizer='sgd', learning_rate=10.0, momentum=0.9)
+  with caplog.at_level('INFO', logger='udl_jax'):
+    _, params, history = _fit(digits, 'ae', train_cfg=cfg)
+  stop = 2 * train.COLLAPSE_CHECK_EVERY
+  assert len(history) == stop
+  assert any(f'stops at epoch {stop} of 50' in r.getMessage() and 'collapsed' in r.getMessage()
+             for r in caplog.records)
+  cfg.checkpoint_every = 7  # killed after epoch 14, between the two checks: the first one's finding is saved
+  with pytest.raises(Killed):
+    _fit(digits, 'ae', train_cfg=cfg, ckpt_dir=tmp_path, on_epoch=_interrupt_after(14))
+  _, resumed, resumed_history = _fit(digits, 'ae', train_cfg=cfg, ckpt_dir=tmp_path)
+  assert len(resumed_history) == stop
+  _assert_trees_equal(resumed, params)
+  _, _, healthy = _fit(digits, 'ae', train_cfg=_train_cfg(epochs=stop + 1))
+  assert len(healthy) == stop + 1
+
+
 def test_early_stopping_when_validation_cannot_improve(digits):
   cfg = _train_cfg(epochs=10, patience=1, learning_rate=1e-12)
   x_val = digits.flat[N_TRAIN:N_TRAIN + 128]

@@ -178,8 +178,9 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
 
   `cfg` is the run's `train` block (epochs, batch_size, optimizer, learning_rate, momentum, patience,
   checkpoint_every, augment: each batch randomly moved as `image_shape` images, `udl_jax.augment`). Stops early
-  after `patience` epochs without a better validation loss (training loss when there is no validation set). A
-  non-finite loss stops the run with an error before anything is saved. `fit_seeds` with one seed; `objective`:
+  after `patience` epochs without a better validation loss (training loss when there is no validation set), and
+  pretraining stops once its autoencoder has collapsed (`_stop_if_collapsed`). A non-finite loss stops the run
+  with an error before anything is saved. `fit_seeds` with one seed; `objective`:
   its loss_fn, tx and initial_params (of this seed).
   """
   if 'initial_params' in objective:
@@ -293,6 +294,10 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
       log.detail('%s seed %d epoch %d/%d loss %.5f%s | %.0f samples/s%s', model_name, seed, epoch, cfg.epochs,
                  row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', row['samples_per_s'],
                  ' | early stop' if stop else '')
+    if phase == 'pretraining' and epoch % COLLAPSE_CHECK_EVERY == 0:
+      for i in training:
+        _stop_if_collapsed(model, seed_batch.take(states.params, i), x[splits[i][0][:COLLAPSE_ROWS]], metas[i],
+                           seed_ids[i], cfg.epochs)
     if epoch > start + 1 or epoch == cfg.epochs:  # the first epoch of a process includes compilation
       timed_epochs, timed_seconds = timed_epochs + 1, timed_seconds + seconds * len(training)
     eta = progress.format_duration(timed_seconds / timed_epochs * (cfg.epochs - epoch)) if timed_epochs else \
@@ -331,6 +336,23 @@ def collapse_reason(model, params, x: np.ndarray) -> str | None:
     return None
   return (f'autoencoder collapsed (its reconstructions vary by {spread:.1e} across images, the images by '
           f'{data_spread:.1e}: one output for every input)')
+
+
+# Pretraining looks for a collapse every this many epochs and stops a seed that two checks in a row find collapsed.
+# Fixed, not tied to checkpoint_every, so that when checkpoints are saved does not change where a run stops.
+COLLAPSE_CHECK_EVERY = 10
+
+
+def _stop_if_collapsed(model, params, x_sample: np.ndarray, meta: dict, seed: int, epochs: int) -> None:
+  """Ends a seed's pretraining early when its autoencoder has collapsed (`collapse_reason`) at two checks in a
+  row: a layer whose ReLUs all died passes no gradient back, so the rest of the epochs (hours on 70k images)
+  would change nothing; the benchmark then records the methods of that seed as failed, as at the end."""
+  reason = collapse_reason(model, params, x_sample)
+  if reason and meta.get('collapsed_at'):
+    meta['done'] = True
+    log.info('seed %d: %s at epochs %d and %d: its pretraining stops at epoch %d of %d', seed, reason,
+             meta['collapsed_at'], meta['epoch'], meta['epoch'], epochs)
+  meta['collapsed_at'] = meta['epoch'] if reason else None
 
 
 def _seeds_epoch(model_name: str, loss_fn: losses.LossFn, batch_size: int, mesh, num_seeds: int,
