@@ -269,6 +269,16 @@ def test_a_collapsed_autoencoder_fails_the_methods_that_start_from_it(tmp_path, 
   benchmark.run(config, tmp_path)
 
 
+def test_a_run_whose_every_trial_failed_completes_with_its_table_and_report(tmp_path):
+  """Every seed's autoencoder collapsed and only methods that start from it were asked for: no trial has a
+  result, and the run still writes its table and a report that says why there is no embedding map."""
+  config = _small_config(**{'pretrain.optimizer': 'sgd', 'pretrain.learning_rate': 10.0, 'methods': 'ae_kmeans'})
+  payload = benchmark.run(config, tmp_path)
+  assert payload['complete'] and payload['methods']['ae_kmeans']['failed'] == 2
+  assert '| AE + KMeans | n/a | n/a | n/a | 0 of 2 (2 failed) |' in (tmp_path / 'table.md').read_text()
+  assert 'no trial of this run has a result' in (tmp_path / 'report.html').read_text()
+
+
 def test_legacy_workdir_settings_come_from_its_config(copy_of_bench):
   """A workdir from before methods.json (and before the cluster block had an optimizer): its trials count as
   made with its config.json's cluster block, read as SGD without overrides."""

@@ -279,14 +279,7 @@ def _figures(run: _Run) -> str:
     out.append(_note('The data has no labels: there is no confusion matrix to draw.'))
 
   out.append('<h3>Embedding</h3>')
-  method, seed = _map_choice(run)
-  params = [p for p in (run.workdir / f'seed_{seed}' / d / 'params' for d in (method, 'ae')) if p.exists()]
-  if method == 'kmeans' or params:
-    out.append(cache.figure('embedding.png', [run.labels_path(method, seed)] + params,
-                            lambda path: _embedding_figure(run, method, seed, path)))
-  else:  # e.g. a workdir brought back from another machine without its saved parameters
-    out.append(_note(f'No embedding map: seed {seed} has no saved parameters in this workdir '
-                     f'(seed_{seed}/ae/params), so its embedding cannot be computed.'))
+  out.append(_embedding_section(run, cache))
   cache.save()
 
   out.append('<h3>Samples per cluster</h3>')
@@ -294,6 +287,20 @@ def _figures(run: _Run) -> str:
   out.append(_figure(clusters, 'Samples of each cluster of the best deep run (clusters.png), most confident first.')
              if clusters.exists() else _note('clusters.png was not written.'))
   return '<h2>Figures</h2>\n' + '\n'.join(out)
+
+
+def _embedding_section(run: _Run, cache: _FigureCache) -> str:
+  """The embedding map of `_map_choice`'s trial, or a note saying why there is none."""
+  if not run.scored:  # e.g. every seed's autoencoder collapsed
+    return _note('No embedding map: no trial of this run has a result (trials.csv says why each failed).')
+  method, seed = _map_choice(run)
+  params = [p for p in (run.workdir / f'seed_{seed}' / d / 'params' for d in (method, 'ae')) if p.exists()]
+  if method == 'kmeans' or params:
+    return cache.figure('embedding.png', [run.labels_path(method, seed)] + params,
+                        lambda path: _embedding_figure(run, method, seed, path))
+  # e.g. a workdir brought back from another machine without its saved parameters
+  return _note(f'No embedding map: seed {seed} has no saved parameters in this workdir '
+               f'(seed_{seed}/ae/params), so its embedding cannot be computed.')
 
 
 def _map_choice(run: _Run) -> tuple[str, int]:
