@@ -14,15 +14,19 @@
 #   mnist_n2d_zoo  MNIST-70k, the recipe of results/mnist_n2d (reference=n2d, 200 epochs): AE+KMeans, IDEC, DCN
 #                  and DKM, which the CPU ran to 20,000 iterations on one seed only.
 #   fashion_dec_da Fashion-MNIST-70k, DEC-DA's recipe as dec_da.
-#   dcec, vade     MNIST-70k with DCEC's and VaDE's recipes (reference=dcec / reference=vade).
-# Run on 2026-11-27 (a3bb23a): dec_da, fashion_dec_da and mnist_n2d_zoo (published, less DKM); fashion_n2d's
-# per-seed UMAPs did not finish in time (benchmarks/README.md). Still open, the default: fashion_n2d, and dcec,
-# vade and mnist_n2d_zoo (DKM; the rest should repeat results/mnist_n2d_gpu exactly) in a second lane.
+#   dcec, vade     MNIST-70k with DCEC's and VaDE's recipes (reference=dcec / reference=vade; VaDE with 300 of its
+#                  3000 epochs, as the CPU's digits and MNIST-test tables); fashion_dcec, fashion_vade: the same on
+#                  Fashion-MNIST-70k; mnist_test_dcec: DCEC on the MNIST test set, TEST_SEEDS (default 5) seeds.
+# Run on 2026-11-27 (a3bb23a): dec_da, fashion_dec_da and mnist_n2d_zoo (published, less DKM, whose 3 seeds the
+# CPU ran since); fashion_n2d's per-seed UMAPs did not finish in time (benchmarks/README.md). Still open, the
+# default lanes: fashion_n2d; DCEC on MNIST-70k then Fashion; VaDE the same; DCEC on MNIST-test: the cells of
+# results/README.md's cross-method table that are still empty.
 # LANES says what runs: lanes run at the same time and share the GPU (each process takes GPU_MEM_FRACTION of its
 # memory); the checks of one lane, joined by '+', run in order. Seeds: SEEDS (default 3), one seed batch per run.
 # Every process is stopped DEADLINE seconds after the script starts (default 540: the tool's 600 s limit less the
 # packing), so what finished is kept: trials are recorded one by one, and a stopped run writes no table.
-# For a CPU rehearsal: MNIST=digits FASHION=digits EXTRA='--config.pretrain.epochs=2 --config.cluster.maxiter=300'.
+# For a CPU rehearsal: MNIST=digits FASHION=digits MNIST_TEST=digits SEEDS=1 TEST_SEEDS=1
+# EXTRA='--config.pretrain.epochs=2 --config.cluster.maxiter=300 --config.cluster.method_kwargs.vade.epochs=2'.
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs and the workdirs less
 # their checkpoints and saved parameters (a lent machine returns files of at most 16 MiB), to be unpacked into
 # runs/ and published like any other run. The pretrained autoencoders of the workdirs named in KEEP_PARAMS
@@ -51,6 +55,7 @@ pack() {  # the logs and workdirs less checkpoints and parameters; the autoencod
 trap pack EXIT
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=${GPU_MEM_FRACTION:-0.15}
 start=$(date +%s) deadline=${DEADLINE:-540} seeds=${SEEDS:-3} mnist=${MNIST:-mnist} fashion=${FASHION:-fashion_mnist}
+mnist_test=${MNIST_TEST:-mnist_test} test_seeds=${TEST_SEEDS:-5}  # MNIST-test tables have 5 seeds
 nvidia-smi -L 2>/dev/null
 python3 -c 'import jax, flax, optax, orbax.checkpoint as o, sklearn, umap; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "sklearn", sklearn.__version__, "umap", umap.__version__, jax.devices())' || exit 1
 
@@ -77,6 +82,12 @@ fashion_n2d() {
   wait
   bench fashion_n2d_table fashion_n2d $flags --config.seeds=$seeds --config.methods=ae_kmeans,ae_gmm,n2d,idec,dcn,dkm
 }
+recipe() {  # check dataset reference benchmark-flags...: a paper's recipe in its workdir (VaDE with 300 of its 3000
+  # epochs, as the CPU's tables of digits and MNIST-test)
+  local name=$1 dataset=$2 ref=$3; shift 3
+  [[ $ref == vade ]] && set -- "$@" --config.cluster.method_kwargs.vade.epochs=300
+  bench "$name" "$name" --config=configs/benchmark.py:dataset=$dataset,reference=$ref "$@"
+}
 check() {
   case $1 in
     dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist $da_flags ;;
@@ -84,11 +95,14 @@ check() {
     fashion_n2d) fashion_n2d ;;
     mnist_n2d_zoo) bench mnist_n2d_zoo mnist_n2d_gpu --config=configs/benchmark.py:dataset=$mnist,reference=n2d \
       --config.pretrain.epochs=200 $batch --config.methods=ae_kmeans,idec,dcn,dkm ;;
-    dcec|vade) bench mnist_$1 mnist_$1 --config=configs/benchmark.py:dataset=$mnist,reference=$1 $batch ;;
-    *) echo "unknown check '$1' (dec_da, fashion_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade)"; return 2 ;;
+    dcec|vade) recipe mnist_$1 $mnist $1 $batch ;;
+    fashion_dcec|fashion_vade) recipe $1 $fashion ${1#fashion_} $batch ;;
+    mnist_test_dcec) recipe $1 $mnist_test dcec --config.seeds=$test_seeds --config.seed_batch=$test_seeds ;;
+    *) echo "unknown check '$1' (dec_da, fashion_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade, fashion_dcec," \
+         "fashion_vade, mnist_test_dcec)"; return 2 ;;
   esac
 }
-for lane in ${LANES:-fashion_n2d dcec+vade+mnist_n2d_zoo}; do
+for lane in ${LANES:-fashion_n2d dcec+fashion_dcec vade+fashion_vade mnist_test_dcec}; do
   ( for c in ${lane//+/ }; do check "$c"; done ) &
 done
 wait
