@@ -295,9 +295,9 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
                  row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', row['samples_per_s'],
                  ' | early stop' if stop else '')
     if phase == 'pretraining' and epoch % COLLAPSE_CHECK_EVERY == 0:
-      for i in training:
-        _stop_if_collapsed(model, seed_batch.take(states.params, i), x[splits[i][0][:COLLAPSE_ROWS]], metas[i],
-                           seed_ids[i], cfg.epochs)
+      for i in training:  # on host copies, as every process holds them whole: each process decides the same
+        params = jax.tree.map(parallel.to_host, seed_batch.take(states.params, i))
+        _stop_if_collapsed(model, params, x[splits[i][0][:COLLAPSE_ROWS]], metas[i], seed_ids[i], cfg.epochs)
     if epoch > start + 1 or epoch == cfg.epochs:  # the first epoch of a process includes compilation
       timed_epochs, timed_seconds = timed_epochs + 1, timed_seconds + seconds * len(training)
     eta = progress.format_duration(timed_seconds / timed_epochs * (cfg.epochs - epoch)) if timed_epochs else \
