@@ -13,14 +13,17 @@
 #                  issue 17's Fashion bar is some method at ACC >= 0.65, N2D's paper: 0.672); then the union table.
 #   mnist_n2d_zoo  MNIST-70k, the recipe of results/mnist_n2d (reference=n2d, 200 epochs): AE+KMeans, IDEC, DCN
 #                  and DKM, which the CPU ran to 20,000 iterations on one seed only.
+#   fashion_dk_n2d Fashion-MNIST-70k, DEC-keras's autoencoder (the default preset: 300 SGD epochs) as one seed
+#                  batch with AE+KMeans, its parameters returned (KEEP_PARAMS) for N2D on this CPU: one CPU seed
+#                  gave N2D 0.636 / 0.697 on it against 0.583 / 0.666 on N2D's 200-epoch Adam autoencoder.
 #   fashion_dec_da Fashion-MNIST-70k, DEC-DA's recipe as dec_da.
 #   dcec, vade     MNIST-70k with DCEC's and VaDE's recipes (reference=dcec / reference=vade; VaDE with 300 of its
 #                  3000 epochs, as the CPU's digits and MNIST-test tables); fashion_dcec, fashion_vade: the same on
 #                  Fashion-MNIST-70k; mnist_test_dcec: DCEC on the MNIST test set, TEST_SEEDS (default 5) seeds.
 # Run on 2026-11-27 (a3bb23a): dec_da, fashion_dec_da and mnist_n2d_zoo (published, less DKM, whose 3 seeds the
 # CPU ran since); fashion_n2d's per-seed UMAPs did not finish in time (benchmarks/README.md). Still open, the
-# default lanes: fashion_n2d; DCEC on MNIST-70k then Fashion; VaDE the same; DCEC on MNIST-test: the cells of
-# results/README.md's cross-method table that are still empty.
+# default lanes: fashion_n2d; fashion_dk_n2d then DCEC on MNIST-test; DCEC on MNIST-70k then Fashion; VaDE the
+# same: the cells of results/README.md's cross-method table that are still empty, and issue 17's Fashion bar.
 # LANES says what runs: lanes run at the same time and share the GPU (each process takes GPU_MEM_FRACTION of its
 # memory); the checks of one lane, joined by '+', run in order. Seeds: SEEDS (default 3), one seed batch per run.
 # Every process is stopped DEADLINE seconds after the script starts (default 540: the tool's 600 s limit less the
@@ -30,9 +33,9 @@
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs and the workdirs less
 # their checkpoints and saved parameters (a lent machine returns files of at most 16 MiB), to be unpacked into
 # runs/ and published like any other run. The pretrained autoencoders of the workdirs named in KEEP_PARAMS
-# (default fashion_n2d; 13 MB per seed of DEC's dense network) come back too, as OUT_DIR/params.tgz.part* (15 MiB
-# each): `cat params.tgz.part* | tar xz -C DIR` next to gpu.tgz's runs/ lets this CPU run the remaining methods
-# (N2D's UMAP, say) from them with the run's own command.
+# (default fashion_n2d and fashion_dk_n2d; 13 MB per seed of DEC's dense network) come back too, as
+# OUT_DIR/params.tgz.part* (15 MiB each): `cat params.tgz.part* | tar xz -C DIR` next to gpu.tgz's runs/ lets this
+# CPU run the remaining methods (N2D's UMAP, say) from them with the run's own command.
 # How it was called through the device tool (the machine has jax but not this project's other libraries, and the
 # checkout's ../shared does not travel): carry ['.devdata', '.whl'], both listed in .git/info/exclude, where .devdata
 # holds copies of ../shared/data/{mnist,fashion_mnist} and .whl the wheels of flax, optax, orbax-checkpoint,
@@ -49,7 +52,7 @@ runs=$out/runs
 mkdir -p "$runs" "$dest"
 pack() {  # the logs and workdirs less checkpoints and parameters; the autoencoders of KEEP_PARAMS in 15 MiB parts
   tar czf "$dest/gpu.tgz" --exclude=checkpoints --exclude=params -C "$out" .
-  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d}; do ls -d "$w"/seed_*/ae/params 2>/dev/null; done)
+  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d fashion_dk_n2d}; do ls -d "$w"/seed_*/ae/params 2>/dev/null; done)
   [[ -n $kept ]] && tar czf - -C "$runs" $kept | split -b 15M - "$dest/params.tgz.part"
 }
 trap pack EXIT
@@ -93,16 +96,17 @@ check() {
     dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist $da_flags ;;
     fashion_dec_da) bench fashion_dec_da fashion_dec_da --config=configs/benchmark.py:dataset=$fashion $da_flags ;;
     fashion_n2d) fashion_n2d ;;
+    fashion_dk_n2d) bench $1 $1 --config=configs/benchmark.py:dataset=$fashion $batch --config.methods=ae_kmeans ;;
     mnist_n2d_zoo) bench mnist_n2d_zoo mnist_n2d_gpu --config=configs/benchmark.py:dataset=$mnist,reference=n2d \
       --config.pretrain.epochs=200 $batch --config.methods=ae_kmeans,idec,dcn,dkm ;;
     dcec|vade) recipe mnist_$1 $mnist $1 $batch ;;
     fashion_dcec|fashion_vade) recipe $1 $fashion ${1#fashion_} $batch ;;
     mnist_test_dcec) recipe $1 $mnist_test dcec --config.seeds=$test_seeds --config.seed_batch=$test_seeds ;;
-    *) echo "unknown check '$1' (dec_da, fashion_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade, fashion_dcec," \
+    *) echo "unknown check '$1' (dec_da, fashion_n2d, fashion_dk_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade, fashion_dcec," \
          "fashion_vade, mnist_test_dcec)"; return 2 ;;
   esac
 }
-for lane in ${LANES:-fashion_n2d dcec+fashion_dcec vade+fashion_vade mnist_test_dcec}; do
+for lane in ${LANES:-fashion_n2d fashion_dk_n2d+mnist_test_dcec dcec+fashion_dcec vade+fashion_vade}; do
   ( for c in ${lane//+/ }; do check "$c"; done ) &
 done
 wait
