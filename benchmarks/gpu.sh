@@ -52,7 +52,8 @@ runs=$out/runs
 mkdir -p "$runs" "$dest"
 pack() {  # the logs and workdirs less checkpoints and parameters; the autoencoders of KEEP_PARAMS in 15 MiB parts
   tar czf "$dest/gpu.tgz" --exclude=checkpoints --exclude=params -C "$out" .
-  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d fashion_dk_n2d}; do ls -d "$w"/seed_*/ae/params 2>/dev/null; done)
+  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d fashion_dk_n2d}; do
+                 ls -d "$w"/seed_*/ae/params 2>/dev/null; done)
   [[ -n $kept ]] && tar czf - -C "$runs" $kept | split -b 15M - "$dest/params.tgz.part"
 }
 trap pack EXIT

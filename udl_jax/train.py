@@ -295,7 +295,10 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
                  row['loss'], f" val {row['val_loss']:.5f}" if 'val_loss' in row else '', row['samples_per_s'],
                  ' | early stop' if stop else '')
     if phase == 'pretraining' and epoch % COLLAPSE_CHECK_EVERY == 0:
-      for i in training:  # on host copies, as every process holds them whole: each process decides the same
+      for i in training:
+        if metas[i]['done']:  # its last epoch (or an early stop): nothing left to save, and the benchmark checks it
+          continue
+        # on host copies, as every process holds them whole: each process decides the same
         params = jax.tree.map(parallel.to_host, seed_batch.take(states.params, i))
         _stop_if_collapsed(model, params, x[splits[i][0][:COLLAPSE_ROWS]], metas[i], seed_ids[i], cfg.epochs)
     if epoch > start + 1 or epoch == cfg.epochs:  # the first epoch of a process includes compilation
