@@ -200,6 +200,22 @@ def test_conv_ae_refuses_sides_it_cannot_give_back(side):
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, side, side, 1)))
 
 
+@pytest.mark.parametrize('strides', [(1, 1), (2, 2)])
+@pytest.mark.parametrize('padding', ['SAME', 'VALID', ((2, -1), (0, 1))])
+def test_conv_by_matmul_equals_xla_convolution(strides, padding):
+  """The CPU's small-map convolution (slices and one matrix product): the outputs and gradients of
+  lax.conv_general_dilated, strided or not, with string, explicit and negative padding, on an odd-by-even map."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(5, 3, 3, 4)), jnp.float32)
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = lambda x, k: models.conv_by_matmul(x, k, strides, padding)
+  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=0, atol=1e-5)
+  grads = [jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k))), argnums=(0, 1))(x, kernel) for f in (ours, xla)]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize('kernel_size', [2, 3, 4, 5])
 @pytest.mark.parametrize('padding', ['SAME', 'VALID'])
 def test_phase_conv_transpose_equals_flax_conv_transpose(kernel_size, padding):
