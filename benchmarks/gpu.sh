@@ -14,16 +14,16 @@
 #   mnist_n2d_zoo  MNIST-70k, the recipe of results/mnist_n2d (reference=n2d, 200 epochs): AE+KMeans, IDEC, DCN
 #                  and DKM, which the CPU ran to 20,000 iterations on one seed only.
 #   fashion_dk_n2d Fashion-MNIST-70k, DEC-keras's autoencoder (the default preset: 300 SGD epochs) as one seed
-#                  batch with AE+KMeans, its parameters returned (KEEP_PARAMS) for N2D on this CPU: one CPU seed
-#                  gave N2D 0.636 / 0.697 on it against 0.583 / 0.666 on N2D's 200-epoch Adam autoencoder.
+#                  batch with AE+KMeans, its parameters returned (KEEP_PARAMS) for N2D on this CPU (which ran
+#                  seeds 0-3 since: results/fashion_mnist_dk_n2d; not in the default lanes any more).
 #   fashion_dec_da Fashion-MNIST-70k, DEC-DA's recipe as dec_da.
 #   dcec, vade     MNIST-70k with DCEC's and VaDE's recipes (reference=dcec / reference=vade; VaDE with 300 of its
 #                  3000 epochs, as the CPU's digits and MNIST-test tables); fashion_dcec, fashion_vade: the same on
 #                  Fashion-MNIST-70k; mnist_test_dcec: DCEC on the MNIST test set, TEST_SEEDS (default 5) seeds.
 # Run on 2026-11-27 (a3bb23a): dec_da, fashion_dec_da and mnist_n2d_zoo (published, less DKM, whose 3 seeds the
 # CPU ran since); fashion_n2d's per-seed UMAPs did not finish in time (benchmarks/README.md). Still open, the
-# default lanes: fashion_n2d; fashion_dk_n2d then DCEC on MNIST-test; DCEC on MNIST-70k then Fashion; VaDE the
-# same: the cells of results/README.md's cross-method table that are still empty, and issue 17's Fashion bar.
+# default lanes: fashion_n2d (N2D's own recipe, issue 16); DCEC on MNIST-test; DCEC on MNIST-70k then Fashion; VaDE
+# the same: the cells of results/README.md's cross-method table that are still empty.
 # LANES says what runs: lanes run at the same time and share the GPU (each process takes GPU_MEM_FRACTION of its
 # memory); the checks of one lane, joined by '+', run in order. Seeds: SEEDS (default 3), one seed batch per run.
 # Every process is stopped DEADLINE seconds after the script starts (default 540: the tool's 600 s limit less the
@@ -33,7 +33,7 @@
 # Everything lands in OUT_DIR/gpu.tgz (written on exit, however the script ends): the logs and the workdirs less
 # their checkpoints and saved parameters (a lent machine returns files of at most 16 MiB), to be unpacked into
 # runs/ and published like any other run. The pretrained autoencoders of the workdirs named in KEEP_PARAMS
-# (default fashion_n2d and fashion_dk_n2d; 13 MB per seed of DEC's dense network) come back too, as
+# (default fashion_n2d; 13 MB per seed of DEC's dense network) come back too, as
 # OUT_DIR/params.tgz.part* (15 MiB each): `cat params.tgz.part* | tar xz -C DIR` next to gpu.tgz's runs/ lets this
 # CPU run the remaining methods (N2D's UMAP, say) from them with the run's own command.
 # How it was called through the device tool (the machine has jax but not this project's other libraries, and the
@@ -52,7 +52,7 @@ runs=$out/runs
 mkdir -p "$runs" "$dest"
 pack() {  # the logs and workdirs less checkpoints and parameters; the autoencoders of KEEP_PARAMS in 15 MiB parts
   tar czf "$dest/gpu.tgz" --exclude=checkpoints --exclude=params -C "$out" .
-  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d fashion_dk_n2d}; do
+  local kept=$(cd "$runs" && for w in ${KEEP_PARAMS-fashion_n2d}; do
                  ls -d "$w"/seed_*/ae/params 2>/dev/null; done)
   [[ -n $kept ]] && tar czf - -C "$runs" $kept | split -b 15M - "$dest/params.tgz.part"
 }
@@ -107,7 +107,7 @@ check() {
          "fashion_vade, mnist_test_dcec)"; return 2 ;;
   esac
 }
-for lane in ${LANES:-fashion_n2d fashion_dk_n2d+mnist_test_dcec dcec+fashion_dcec vade+fashion_vade}; do
+for lane in ${LANES:-fashion_n2d mnist_test_dcec dcec+fashion_dcec vade+fashion_vade}; do
   ( for c in ${lane//+/ }; do check "$c"; done ) &
 done
 wait
