@@ -32,7 +32,7 @@ Every table and figure here is a copy of a real run's files (`python -m experime
 command, seeds, compute time, machine and package versions in the folder's `COMMAND.md`; this page is written
 by `python -m experiments.render_results`. Data came from `UDL_DATA_DIR=../shared/data` (the original MNIST /
 Fashion-MNIST IDX files). Machine: a 2-core CPU, no GPU (an AMD EPYC, except `digits`: an Intel Xeon; each
-COMMAND.md names it), except the `mnist_gpu_*` folders (one lent NVIDIA H200). Timings were taken while other jobs shared the machine, so they are upper bounds, not speed
+COMMAND.md names it), except the folders whose line below names a GPU (one lent NVIDIA H200). Timings were taken while other jobs shared the machine, so they are upper bounds, not speed
 measurements (those are in `benchmarks/`).
 
 """
@@ -58,6 +58,8 @@ TABLES = {
     'mnist_test_da': 'MNIST test set (10k), DEC-DA and IDEC-DA with DEC-DA\'s own recipe (500 augmented pretraining '
                      'epochs).',
     'mnist_test_vade': 'MNIST test set (10k), VaDE with its MNIST recipe (`reference=vade`), 300 VaDE epochs.',
+    'mnist_test_dcec': 'MNIST test set (10k), DCEC with its own recipe (`reference=dcec`: convolutional autoencoder; '
+                       'its AE + KMeans row is CAE + KMeans), on one NVIDIA H200 GPU.',
     'mnist_test_reference': 'MNIST test set (10k), DEC-keras settings, in DEC-keras\'s reference mode '
                             '(`--config.reference=dec_keras`).',
     'mnist': 'MNIST-70k with DEC-keras\'s published settings (300 pretraining epochs, SGD lr 1).',
@@ -94,14 +96,15 @@ AUTOENCODERS = ('fashion_ae', 'fashion_sparse_ae', 'fashion_dae', 'fashion_vae')
 # in order of preference) and the published ACC / NMI set beside each measured cell.
 CROSS_COLUMNS = {
     'digits': ('digits_zoo', 'digits', 'digits_vade_bernoulli', 'digits_vade', 'digits_dcec', 'digits_da'),
-    'MNIST-test': ('mnist_test_zoo', 'mnist_test', 'mnist_test_da', 'mnist_test_vade'),
+    'MNIST-test': ('mnist_test_zoo', 'mnist_test', 'mnist_test_da', 'mnist_test_vade', 'mnist_test_dcec'),
     'MNIST-70k': ('mnist', 'mnist_n2d', 'mnist_dec_da', 'mnist_n2d_gpu'),
     'Fashion-70k': ('fashion_mnist', 'fashion_mnist_dk_n2d', 'fashion_mnist_n2d', 'fashion_mnist_dec_da', 'fashion_mnist_n2d_zoo'),
 }
 PUBLISHED_BY_METHOD = results.PUBLISHED_BY_METHOD  # (column, method): (ACC, NMI, source)
 # Cross-method runs whose trials ran on a lent GPU, so that their cells say so beside their (GPU) times. Named here,
 # not read from summary.json: mnist_n2d_gpu's table was written on the CPU afterwards (its COMMAND.md says why).
-GPU_RUNS = {'mnist_dec_da': 'an H200', 'fashion_mnist_dec_da': 'an H200', 'mnist_n2d_gpu': 'an H200'}
+GPU_RUNS = {'mnist_dec_da': 'an H200', 'fashion_mnist_dec_da': 'an H200', 'mnist_n2d_gpu': 'an H200',
+            'mnist_test_dcec': 'an H200'}
 
 
 def command(name: str) -> str:
