@@ -152,6 +152,28 @@ def test_a_seed_another_process_works_on_is_deferred_not_queued_behind(tmp_path,
   assert payload['complete'] and payload['seeds'] == [0, 1]
 
 
+def test_table_of_finished_trials_does_not_wait_for_a_busy_seed(copy_of_bench, monkeypatch):
+  """Another process holds seed 0's lock (running a method this command does not ask for): a command whose
+  trials are all recorded writes its table at once instead of waiting for that lock."""
+  config, workdir = copy_of_bench
+  holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f"""
+      import time
+      from pathlib import Path
+      from udl_jax import records
+      with records.seed_lock(Path({str(workdir)!r}), 0):
+        print('locked', flush=True)
+        time.sleep(120)""")], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    monkeypatch.setattr(benchmark, 'run_trials', lambda *a, **k: pytest.fail('a finished trial was run again'))
+    payload = benchmark.run(config, workdir)
+    assert holder.poll() is None  # returned while seed 0 was still locked: it did not wait
+    assert payload['complete'] and payload['seeds'] == [0, 1]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
 def test_old_workdir_records_move_into_seed_folders_and_copied_seeds_join(copy_of_bench, tmp_path, monkeypatch):
   config, workdir = copy_of_bench
   before = results.read_trials(workdir / 'trials.csv')

@@ -496,6 +496,17 @@ def _finished(workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str
   return _trial_keys(records.read_all(workdir)) & wanted
 
 
+def _seeds_with_work(config, workdir: Path, seeds: list[int], method_names: list[str]) -> list[int]:
+  """The seeds with a requested trial unrecorded or stale (read only, no lock): a seed with none needs no lock,
+  so a command that only writes the table does not wait behind another process's trials of the same seed."""
+  def decide():
+    cluster = config.cluster.to_dict()
+    return np.asarray([not set(method_names) <= {r['method'] for r in records.read_seed(workdir, seed)}
+                       or bool(records.stale_methods(workdir, seed, method_names, cluster)) for seed in seeds])
+  needed = parallel.computed_on_main(decide, np.zeros(len(seeds), bool))
+  return [seed for seed, need in zip(seeds, needed) if need]
+
+
 def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_names: list[str], wanted: set,
                timed: list[dict], later_seeds: list[int], processes: int) -> None:
   """The requested trials of the seeds of `group` (their locks held) that are not finished, the seeds as one
@@ -587,7 +598,8 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
            len(wanted), workdir / 'log.txt')
   progress.start_run(len(wanted), done)
   try:
-    pending, wait, batch_size = seeds, False, seed_batch_size(config, processes)
+    pending, wait = _seeds_with_work(config, workdir, seeds, method_names), False
+    batch_size = seed_batch_size(config, processes)
     while pending:  # first pass: the seeds no other process is working on; then wait for the rest
       busy, group, held = [], [], contextlib.ExitStack()
       for i, seed in enumerate(pending):
