@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 from test_benchmark import _small_config
 from udl_jax import benchmark, methods, results
+from udl_jax import config as udl_config
 from udl_jax.methods import dcn, dkm, gmm, n2d
 
 _BUILT_IN = methods.names()
@@ -121,6 +122,20 @@ def test_n2d_pipeline_shapes_and_determinism(blobs):
   assert new_labels.shape == (50,)
   from udl_jax import metrics
   assert metrics.evaluate(y, labels)['acc'] > 0.99
+
+
+def test_n2d_gmm_n_init_overrides_kmeans_n_init_and_its_default_leaves_old_trials_current(monkeypatch):
+  """gmm_n_init=1 (N2D's own code) reaches the GMM in place of k-means' n_init; at its default 0 the method's
+  settings equal those recorded before the key existed, so earlier n2d trials are not redone."""
+  used = []
+  monkeypatch.setattr(n2d, 'fit_n2d', lambda z, k, seed, n_init, *rest: used.append(n_init))
+  for gmm_n_init in (1, 0):
+    methods.get('n2d', gmm_n_init=gmm_n_init).fit(np.zeros((8, 2)), 2, 0, 20)
+  assert used == [1, 20]
+  cluster = _small_config().cluster.to_dict()
+  assert udl_config.method_settings(cluster, 'n2d')['hyperparameters'] == {'n_neighbors': 20, 'min_dist': 0.0}
+  cluster['method_kwargs']['n2d']['gmm_n_init'] = 1
+  assert udl_config.method_settings(cluster, 'n2d')['hyperparameters']['gmm_n_init'] == 1
 
 
 # ------------------------------------------------------------------------------- through the benchmark

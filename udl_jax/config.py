@@ -62,7 +62,7 @@ def cluster_block() -> ml_collections.ConfigDict:
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
       'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcec': {'gamma': 0.1},
                         'dcn': {'weight': 0.05},
-                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0},
+                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 0},
                         'vade': {'epochs': 300, 'batch_size': 100, 'learning_rate': 0.002, 'decay': 0.9,
                                  'decay_every': 10, 'min_learning_rate': 0.0002, 'likelihood': 'gaussian'}},
       # Per-method values of the keys above. IDEC's reference code trains MNIST with Adam(1e-3): with DEC's
@@ -95,7 +95,8 @@ def method_cluster_block(cluster: ml_collections.ConfigDict, method: str) -> ml_
 # Keys added after runs were saved: a saved config without one ran with this value (dotted names).
 ADDED_DEFAULTS = {'pretrain.augment': False, 'train.augment': False, 'pretrain.partial_batch': False,
                   'train.partial_batch': False, 'cluster.batch_order': 'shuffled', 'reference': '',
-                  'model.conv_features': [32, 64, 128], 'model.reconstruction': 'mse'}
+                  'model.conv_features': [32, 64, 128], 'model.reconstruction': 'mse',
+                  'cluster.method_kwargs.n2d.gmm_n_init': 0}
 
 # What configs written before these cluster keys existed ran with (for comparing a saved run's settings).
 LEGACY_CLUSTER_DEFAULTS = {'optimizer': 'sgd', 'method_overrides': {}}
@@ -111,7 +112,8 @@ def method_settings(cluster: dict, method: str) -> dict:
   as a plain dict: two runs whose settings are equal give the same trials from the same autoencoder. An
   embedding clusterer uses only k-means' n_init (as its own n_init) of the block."""
   resolved = method_cluster_block(ml_collections.ConfigDict(cluster), method).to_dict()
-  kwargs = resolved.pop('method_kwargs', {}).get(method, {})
+  kwargs = {k: v for k, v in resolved.pop('method_kwargs', {}).get(method, {}).items()
+            if v != ADDED_DEFAULTS.get(f'cluster.method_kwargs.{method}.{k}', ...)}  # added later, at its old value
   if method in methods.names() and isinstance(methods.get(method, **kwargs), methods.EmbeddingClusterer):
     return {'kmeans_n_init': resolved['kmeans_n_init'], 'hyperparameters': kwargs}
   resolved.pop('method_overrides', None)
