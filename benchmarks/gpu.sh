@@ -98,8 +98,8 @@ fashion_n2d() {
 }
 recipe() {  # check dataset reference benchmark-flags...: a paper's recipe in its workdir (VaDE with 300 of its 3000
   # epochs, as the CPU's tables of digits and MNIST-test), less raw-pixel k-means: on the GPU host it is CPU work
-  # that four busy processes' threads starve (2026-11-28: one 70k seed unfinished after 5 min, 155 s on one core
-  # of this CPU, whose tables have it), so the paper's own method runs first, then its baselines
+  # that four busy processes' threads starve (2026-11-28: a 70k seed not done at the deadline, 5 min after its
+  # pretraining; 155 s on one core of this CPU, whose tables have it); the paper's own method runs first
   local name=$1 dataset=$2 ref=$3; shift 3
   local methods=ae_kmeans,dcec
   [[ $ref == vade ]] && methods=vade,ae_gmm,ae_kmeans && set -- "$@" --config.cluster.method_kwargs.vade.epochs=300
