@@ -26,6 +26,7 @@ BAD = [
     ({'n_clusters': 5000}, 'n_clusters 5000 is more than the 1797 samples'),
     ({'n_clusters': 1500, 'protocol': 'holdout'}, 'n_clusters 1500 is more than the 1258 samples'),
     ({'cluster.kmeans_n_init': 0}, 'kmeans_n_init must be >= 1'),
+    ({'cluster.method_kwargs.n2d.gmm_n_init': -1}, 'n2d.gmm_n_init must be >= 0 (0: kmeans_n_init), got -1'),
     ({'image_size': 0}, 'image_size must be >= 2'),
     ({'model.name': 'vae', 'methods': 'kmeans,idec'}, "method 'idec' trains the decoder"),
     ({'pretrain.batch_size': 5000}, 'pretrain.batch_size 5000 is larger than the 1797 training samples'),
@@ -93,7 +94,7 @@ def test_reference_mode_follows_n2d():
   assert (c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate, c.pretrain.batch_size,
           c.pretrain.partial_batch) == (1000, 'adam', 1e-3, 256, True)
   assert (c.methods, udl_config.method_kwargs(c.cluster, 'n2d')) == \
-      ('kmeans,ae_kmeans,ae_gmm,n2d', {'n_neighbors': 20, 'min_dist': 0.0})
+      ('kmeans,ae_kmeans,ae_gmm,n2d', {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 0})
   udl_config.validate(c)
 
 

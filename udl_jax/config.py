@@ -62,7 +62,8 @@ def cluster_block() -> ml_collections.ConfigDict:
       # Hyperparameters of each method (every built-in one listed, so that --config.cluster.method_kwargs.M.K works).
       'method_kwargs': {'idec': {'gamma': 0.1}, 'idec_da': {'gamma': 0.1}, 'dcec': {'gamma': 0.1},
                         'dcn': {'weight': 0.05},
-                        'dkm': {'weight': 1.0, 'annealing': False}, 'n2d': {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 0},
+                        'dkm': {'weight': 1.0, 'annealing': False},
+                        'n2d': {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 0},  # 0: kmeans_n_init
                         'vade': {'epochs': 300, 'batch_size': 100, 'learning_rate': 0.002, 'decay': 0.9,
                                  'decay_every': 10, 'min_learning_rate': 0.0002, 'likelihood': 'gaussian'}},
       # Per-method values of the keys above. IDEC's reference code trains MNIST with Adam(1e-3): with DEC's
@@ -265,6 +266,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if 'cluster' in config:
     c = config.cluster
     _check(c.kmeans_n_init >= 1, f'cluster.kmeans_n_init must be >= 1, got {c.kmeans_n_init}')
+    gmm_n_init = method_kwargs(c, 'n2d').get('gmm_n_init', 0)
+    _check(gmm_n_init >= 0, f'cluster.method_kwargs.n2d.gmm_n_init must be >= 0 (0: kmeans_n_init), got {gmm_n_init}')
     for name in ('',) + tuple(c.get('method_overrides', {})):
       label = f'cluster.method_overrides.{name}' if name else 'cluster'
       b = method_cluster_block(c, name) if name else c
