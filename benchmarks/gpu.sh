@@ -11,6 +11,8 @@
 #                  AE+KMeans; then one process per seed runs N2D, AE+GMM, IDEC, DCN and DKM (UMAP is single-threaded
 #                  once seeded, so the seeds' UMAPs run side by side on the host's cores; N2D first, as
 #                  issue 17's Fashion bar is some method at ACC >= 0.65, N2D's paper: 0.672); then the union table.
+#                  Run on 2026-11-28 (results/fashion_mnist_n2d_1000, methods on the CPU); KEEP_PARAMS=fashion_n2d
+#                  brings its autoencoders back.
 #   mnist_n2d_zoo  MNIST-70k, the recipe of results/mnist_n2d (reference=n2d, 200 epochs): AE+KMeans, IDEC, DCN
 #                  and DKM, which the CPU ran to 20,000 iterations on one seed only.
 #   fashion_dk_n2d Fashion-MNIST-70k, DEC-keras's autoencoder (the default preset: 300 SGD epochs) as one seed

@@ -507,6 +507,16 @@ def _seeds_with_work(config, workdir: Path, seeds: list[int], method_names: list
   return [seed for seed, need in zip(seeds, needed) if need]
 
 
+def _tidy_finished_seed(workdir: Path, seed: int) -> None:
+  """Removes what killed writes left in a seed with nothing to run, unless another process works on it (that
+  process tidies it when it takes the seed)."""
+  lock = _claim_seed(workdir, seed, wait=False)
+  if lock is not None:
+    with lock:
+      if parallel.is_main_process():
+        records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
+
+
 def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_names: list[str], wanted: set,
                timed: list[dict], later_seeds: list[int], processes: int) -> None:
   """The requested trials of the seeds of `group` (their locks held) that are not finished, the seeds as one
@@ -599,6 +609,8 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   progress.start_run(len(wanted), done)
   try:
     pending, wait = _seeds_with_work(config, workdir, seeds, method_names), False
+    for seed in sorted(set(seeds) - set(pending)):
+      _tidy_finished_seed(workdir, seed)
     batch_size = seed_batch_size(config, processes)
     while pending:  # first pass: the seeds no other process is working on; then wait for the rest
       busy, group, held = [], [], contextlib.ExitStack()
