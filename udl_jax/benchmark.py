@@ -422,18 +422,25 @@ def _prepare_workdir(config, workdir: Path, dataset: data.Dataset) -> list[dict]
   return finished
 
 
+def _seed_needs(config, workdir: Path, seed: int, method_names: list[str]) -> tuple[list[str], list[str]]:
+  """Read only: the requested methods of `seed` recorded with other clustering settings (stale), and those it
+  still needs (unrecorded or stale)."""
+  stale = records.stale_methods(workdir, seed, method_names, config.cluster.to_dict())
+  done = {r['method'] for r in records.read_seed(workdir, seed)}
+  return stale, [m for m in method_names if m not in done or m in stale]
+
+
 def _methods_to_run(config, workdir: Path, seed: int, method_names: list[str]) -> list[str]:
   """The requested methods seed still needs: unfinished, or finished with clustering settings that changed
   (their records are forgotten). Decided by process 0 (holding the seed's lock) and broadcast, so every process
   runs the same trials."""
   def decide():
-    stale = records.stale_methods(workdir, seed, method_names, config.cluster.to_dict())
+    stale, needed = _seed_needs(config, workdir, seed, method_names)
     if stale:
       log.info('seed %d: clustering settings of %s changed: those trials are redone from the saved '
                'autoencoder', seed, ', '.join(stale))
       records.forget_trials(workdir, seed, stale)
-    done = {r['method'] for r in records.read_seed(workdir, seed)}
-    return np.asarray([m not in done for m in method_names])
+    return np.asarray([m in needed for m in method_names])
   decided = parallel.computed_on_main(decide, np.zeros(len(method_names), bool))
   return [m for m, wanted in zip(method_names, decided) if wanted]
 
@@ -500,9 +507,7 @@ def _seeds_with_work(config, workdir: Path, seeds: list[int], method_names: list
   """The seeds with a requested trial unrecorded or stale (read only, no lock): a seed with none needs no lock,
   so a command that only writes the table does not wait behind another process's trials of the same seed."""
   def decide():
-    cluster = config.cluster.to_dict()
-    return np.asarray([not set(method_names) <= {r['method'] for r in records.read_seed(workdir, seed)}
-                       or bool(records.stale_methods(workdir, seed, method_names, cluster)) for seed in seeds])
+    return np.asarray([bool(_seed_needs(config, workdir, seed, method_names)[1]) for seed in seeds])
   needed = parallel.computed_on_main(decide, np.zeros(len(seeds), bool))
   return [seed for seed, need in zip(seeds, needed) if need]
 
@@ -609,7 +614,7 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   progress.start_run(len(wanted), done)
   try:
     pending, wait = _seeds_with_work(config, workdir, seeds, method_names), False
-    for seed in sorted(set(seeds) - set(pending)):
+    for seed in [s for s in seeds if s not in pending]:
       _tidy_finished_seed(workdir, seed)
     batch_size = seed_batch_size(config, processes)
     while pending:  # first pass: the seeds no other process is working on; then wait for the rest
