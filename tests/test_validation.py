@@ -87,14 +87,14 @@ def test_reference_mode_follows_vades_mnist_recipe():
 
 def test_reference_mode_follows_n2d():
   """reference=n2d: DEC's dense network with Keras' glorot_uniform, 1000 epochs of Adam(1e-3) with Keras' partial
-  batch, and the methods up to N2D (UMAP with the paper's 20 neighbours and min_dist 0)."""
+  batch, and the methods up to N2D (UMAP with the paper's 20 neighbours and min_dist 0, one GMM fit as its code)."""
   c = benchmark_config.get_config('dataset=fashion_mnist,reference=n2d')
   assert (c.model.name, c.model.dims, c.model.kernel_init, c.model.reconstruction) == \
       ('ae', (500, 500, 2000, 10), 'glorot_uniform', 'mse')
   assert (c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate, c.pretrain.batch_size,
           c.pretrain.partial_batch) == (1000, 'adam', 1e-3, 256, True)
   assert (c.methods, udl_config.method_kwargs(c.cluster, 'n2d')) == \
-      ('kmeans,ae_kmeans,ae_gmm,n2d', {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 0})
+      ('kmeans,ae_kmeans,ae_gmm,n2d', {'n_neighbors': 20, 'min_dist': 0.0, 'gmm_n_init': 1})
   udl_config.validate(c)
 
 

@@ -468,14 +468,14 @@ def _time_estimate(rows: list[dict], remaining: list[tuple[int, str]],
 def plan(config, workdir: str | Path) -> str:
   """What `run` would do in `workdir`: the trials still to run and those already finished (`--print_config`)."""
   workdir = Path(workdir)
-  finished = _trial_keys(records.read_all(workdir)) if workdir.exists() else set()
   method_names = udl_config.method_list(config)
   lines = [f'planned trials in {workdir} (dataset {config.dataset}, protocol {config.protocol}):']
   for seed in requested_seeds(config):
-    todo = [m for m in method_names if (seed, m) not in finished]
-    done = [m for m in method_names if (seed, m) in finished]
-    lines.append(f"  seed {seed}: run {', '.join(todo) or 'nothing'}"
-                 + (f" (finished: {', '.join(done)})" if done else ''))
+    stale, todo = _seed_needs(config, workdir, seed, method_names)
+    done = [m for m in method_names if m not in todo]
+    notes = ([f"again, recorded with other clustering settings: {', '.join(stale)}"] if stale else []) + \
+        ([f"finished: {', '.join(done)}"] if done else [])
+    lines.append(f"  seed {seed}: run {', '.join(todo) or 'nothing'}" + (f" ({'; '.join(notes)})" if notes else ''))
   deep = [m for m in method_names if methods.needs_autoencoder(m)]
   if deep:
     lines.append(f'  each seed without a finished autoencoder first pretrains {config.model.name} for '
