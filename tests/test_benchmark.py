@@ -201,15 +201,22 @@ def test_changed_config_in_same_workdir_is_refused(copy_of_bench, change, monkey
   assert key in str(e.value) and 'workdir' in str(e.value)
 
 
-def test_changed_clustering_settings_redo_only_that_method(copy_of_bench, monkeypatch):
-  """IDEC's own learning rate changes: only its trials run again, from the saved autoencoders and k-means."""
+def test_changed_clustering_settings_redo_only_that_method(copy_of_bench, monkeypatch, logged):
+  """IDEC's own learning rate changes: only its trials run again, from the saved autoencoders and k-means, as
+  --print_config's plan says beforehand, and the progress counts them as not done."""
   _, workdir = copy_of_bench
   before = {(r['seed'], r['method']): r for r in results.read_trials(workdir / 'trials.csv')}
   old_checkpoints = workdir / 'seed_0' / 'idec' / 'checkpoints'
   assert old_checkpoints.exists()
   ae_steps = sorted(p.name for p in (workdir / 'seed_0' / 'ae' / 'checkpoints').iterdir())
   config = _small_config(**{'cluster.method_overrides.idec.learning_rate': 0.01})
+  assert benchmark.plan(config, workdir).splitlines()[1:3] == [
+      f'  seed {s}: run idec (again, recorded with other clustering settings: idec; finished: kmeans, ae_kmeans, dec)'
+      for s in (0, 1)]
   benchmark.run(config, workdir)
+  assert any('6 of 8 trials already done' in line for line in logged)
+  assert [line.split(':')[0] for line in logged if line.startswith('trial ')] == \
+      ['trial 7/8 seed 0 idec', 'trial 8/8 seed 1 idec']
   after = {(r['seed'], r['method']): r for r in results.read_trials(workdir / 'trials.csv')}
   assert set(after) == set(before)
   for key, row in after.items():

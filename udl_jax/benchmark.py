@@ -498,18 +498,21 @@ def _claim_seed(workdir: Path, seed: int, wait: bool) -> contextlib.ExitStack | 
   return held if bool(parallel.computed_on_main(take, np.asarray(False))) else None
 
 
-def _finished(workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str]]:
-  """The (seed, method) trials of `wanted` finished in the workdir, by this process or any other."""
-  return _trial_keys(records.read_all(workdir)) & wanted
+def _finished(config, workdir: Path, wanted: set[tuple[int, str]]) -> set[tuple[int, str]]:
+  """The (seed, method) trials of `wanted` finished in the workdir, by this process or any other, with the current
+  clustering settings (a stale trial is to run again). Read only."""
+  method_names = sorted({m for _, m in wanted})
+  needs = {seed: _seed_needs(config, workdir, seed, method_names)[1] for seed in {s for s, _ in wanted}}
+  return {(s, m) for s, m in wanted if m not in needs[s]}
 
 
-def _seeds_with_work(config, workdir: Path, seeds: list[int], method_names: list[str]) -> list[int]:
-  """The seeds with a requested trial unrecorded or stale (read only, no lock): a seed with none needs no lock,
-  so a command that only writes the table does not wait behind another process's trials of the same seed."""
+def _trials_needed(config, workdir: Path, seeds: list[int], method_names: list[str]) -> list[int]:
+  """How many requested trials each seed still needs, decided by process 0 (no lock): a seed with none needs no
+  lock, so a command that only writes the table does not wait behind another process's trials of the same seed."""
   def decide():
-    return np.asarray([bool(_seed_needs(config, workdir, seed, method_names)[1]) for seed in seeds])
-  needed = parallel.computed_on_main(decide, np.zeros(len(seeds), bool))
-  return [seed for seed, need in zip(seeds, needed) if need]
+    finished = _finished(config, workdir, {(s, m) for s in seeds for m in method_names})
+    return np.asarray([sum((seed, m) not in finished for m in method_names) for seed in seeds])
+  return [int(n) for n in parallel.computed_on_main(decide, np.zeros(len(seeds), int))]
 
 
 def _tidy_finished_seed(workdir: Path, seed: int) -> None:
@@ -534,7 +537,7 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
     if main:
       records.remove_stale_temporaries(workdir / f'seed_{seed}', recursive=True)
     todo[seed] = _methods_to_run(config, workdir, seed, method_names)
-  finished = _finished(workdir, wanted)
+  finished = _finished(config, workdir, wanted)
   later = [(s, m) for s in later_seeds for m in method_names if (s, m) not in finished]
   progress.trials_done(len(finished))
   runs = {seed: SeedRun(config, dataset, seed, workdir, mesh) for seed in group}
@@ -559,7 +562,7 @@ def _run_group(config, dataset, workdir: Path, mesh, group: list[int], method_na
         records.add_trial(workdir, row, settings)
       prune_checkpoints(run.dir / method / 'checkpoints', config.get('keep_checkpoints', 'keep'))
       timed.append(row)
-      done = len(_finished(workdir, wanted) | {(run.seed, method)})
+      done = len(_finished(config, workdir, wanted) | {(run.seed, method)})
       progress.trials_done(done)
       # a failed trial's line names the failure; its detail (said once per seed) is in trials.csv
       scores = (f"failed: {row['failed'].split(' (', 1)[0]}" if row.get('failed') else
@@ -605,7 +608,8 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
   finished = _prepare_workdir(config, workdir, dataset)
   method_names, seeds = udl_config.method_list(config), requested_seeds(config)
   wanted = {(s, m) for s in seeds for m in method_names}
-  done = len(_trial_keys(finished) & wanted)
+  needed = _trials_needed(config, workdir, seeds, method_names)
+  done = len(wanted) - sum(needed)  # stale trials count as not done: they run again
   timed = list(finished)  # trials whose times estimate the rest of the run
   t_start = time.perf_counter()
   log.info('benchmark %s: %d images, seeds %s x %s, protocol %s, %d of %d trials already done (per-step lines: '
@@ -613,7 +617,7 @@ def run(config, workdir: str | Path, processes: int = 1, write_tables: bool = Tr
            len(wanted), workdir / 'log.txt')
   progress.start_run(len(wanted), done)
   try:
-    pending, wait = _seeds_with_work(config, workdir, seeds, method_names), False
+    pending, wait = [seed for seed, n in zip(seeds, needed) if n], False
     for seed in [s for s in seeds if s not in pending]:
       _tidy_finished_seed(workdir, seed)
     batch_size = seed_batch_size(config, processes)

@@ -27,6 +27,6 @@ def fit_n2d(z: np.ndarray, n_clusters: int, seed: int, n_init: int, n_neighbors:
 @register('n2d')
 def n2d(n_neighbors: int = 20, min_dist: float = 0.0, gmm_n_init: int = 0) -> base.EmbeddingClusterer:
   """`gmm_n_init`: the GMM's initialisations, the likeliest kept; 0 takes k-means' n_init (this harness's default
-  and its tables'). N2D's own code (rymc/n2d) fits its GMM once: 1."""
+  and its tables'). N2D's own code (rymc/n2d) fits its GMM once: 1, which reference=n2d sets."""
   return base.EmbeddingClusterer('n2d', fit=lambda z, k, seed, n_init: fit_n2d(z, k, seed, gmm_n_init or n_init,
                                                                                n_neighbors, min_dist))
