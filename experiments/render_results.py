@@ -72,9 +72,8 @@ TABLES = {
     'fashion_mnist_n2d': 'Fashion-MNIST-70k with N2D\'s recipe (`reference=n2d`: Adam autoencoder, then UMAP + GMM), '
                          '200 of its 1000 pretraining epochs (CPU time).',
     'fashion_mnist_n2d_1000': 'Fashion-MNIST-70k with N2D\'s whole recipe (`reference=n2d`: 1000 Adam epochs), the '
-                              'autoencoders pretrained on one NVIDIA H200 GPU, every trial on the CPU.',
-    'fashion_mnist_n2d_1000_gmm1': 'Fashion-MNIST-70k, N2D on the autoencoders of `fashion_mnist_n2d_1000` with N2D\'s '
-                                   'own GMM: one initialisation (`--config.cluster.method_kwargs.n2d.gmm_n_init=1`).',
+                              'autoencoders pretrained on one NVIDIA H200 GPU, every trial on the CPU; IDEC, DCN and DKM '
+                              'from the same autoencoders.',
     'fashion_mnist_n2d_zoo': 'Fashion-MNIST-70k, IDEC, DCN and DKM from the autoencoders of `fashion_mnist_n2d` (200 of N2D\'s '
                              '1000 pretraining epochs, CPU time), seeds 0-2.',
     'fashion_mnist_dk_n2d': 'Fashion-MNIST-70k, N2D (UMAP with N2D\'s settings, then the likeliest of 20 GMM fits) on '
