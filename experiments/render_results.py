@@ -69,6 +69,7 @@ TABLES = {
                     'NVIDIA H200 GPU.',
     'mnist_n2d_gpu': 'MNIST-70k with the recipe of `mnist_n2d` (200 Adam epochs) on one NVIDIA H200 GPU, its own '
                      'autoencoders: IDEC and DCN (the script\'s deadline stopped DKM).',
+    'fashion_mnist': 'Fashion-MNIST-70k with DEC-keras\'s published settings.',
     'fashion_mnist_n2d': 'Fashion-MNIST-70k with N2D\'s recipe (`reference=n2d`: Adam autoencoder, then UMAP + GMM), '
                          '200 of its 1000 pretraining epochs (CPU time).',
     'fashion_mnist_n2d_1000': 'Fashion-MNIST-70k with N2D\'s whole recipe (`reference=n2d`: 1000 Adam epochs), the '
@@ -338,6 +339,18 @@ def check_finished(folders) -> None:
       sys.exit(f'results/{name} is unfinished ({reason}): finish its run and publish it again')
 
 
+def check_listed() -> None:
+  """Refuses to render while a published table has no section: a folder left out of TABLES would vanish from the
+  page without a word. The mixed-precision twins show in the precision section, and DEC-keras's own runs
+  (dec_keras_*, from benchmarks/dec_keras.py) in the side-by-side one."""
+  shown = set(TABLES) | {folder for pair in PRECISION_PAIRS for folder in pair[:2]}
+  unlisted = sorted(p.parent.name for p in RESULTS.glob('*/table.md')
+                    if p.parent.name not in shown and not p.parent.name.startswith('dec_keras_'))
+  if unlisted:
+    sys.exit(f"results/{', results/'.join(unlisted)}: published but not in experiments/render_results.py's TABLES; "
+             'add a line there that says what the run is (or remove the folder)')
+
+
 SIDE_BY_SIDE = RESULTS / 'dec_keras_side_by_side'
 
 
@@ -358,6 +371,7 @@ def side_by_side_section() -> str:
 
 
 def main() -> None:
+  check_listed()
   names = [n for n in TABLES if (RESULTS / n / 'table.md').exists()]
   check_finished(set(names) | {f for folders in CROSS_COLUMNS.values() for f in folders})
   columns = _cross_method_columns()  # read once: the page and the README show the same table

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from experiments import render_results
 from udl_jax import results
 
@@ -107,3 +109,18 @@ def test_epochs_section_shows_a_failed_dec_trial_as_missing(tmp_path, monkeypatc
   monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
   rows = [line for line in render_results.epochs_section().splitlines() if line.startswith('| [sgd]')]
   assert rows == ['| [sgd](mnist_epochs/sgd_100/COMMAND.md) | 100 | 0 | 10.0 | 0.800 / 0.700 | - | - | - |']
+
+
+def test_a_published_table_left_out_of_tables_stops_the_render(tmp_path, monkeypatch):
+  """A results folder with a table but no TABLES line would vanish from the page: the render refuses and names it;
+  DEC-keras's own runs (dec_keras_*) have their section elsewhere."""
+  monkeypatch.setattr(render_results, 'RESULTS', tmp_path)
+  monkeypatch.setattr(render_results, 'TABLES', {'listed': 'A listed run.'})
+  for name in ('listed', 'dec_keras_peer', 'forgotten'):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'table.md').write_text('| method |\n')
+  with pytest.raises(SystemExit, match='results/forgotten: published but not in') as e:
+    render_results.check_listed()
+  assert 'listed,' not in str(e.value) and 'dec_keras_peer' not in str(e.value)
+  (tmp_path / 'forgotten' / 'table.md').unlink()
+  render_results.check_listed()
