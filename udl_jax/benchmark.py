@@ -510,8 +510,7 @@ def _trials_needed(config, workdir: Path, seeds: list[int], method_names: list[s
   """How many requested trials each seed still needs, decided by process 0 (no lock): a seed with none needs no
   lock, so a command that only writes the table does not wait behind another process's trials of the same seed."""
   def decide():
-    finished = _finished(config, workdir, {(s, m) for s in seeds for m in method_names})
-    return np.asarray([sum((seed, m) not in finished for m in method_names) for seed in seeds])
+    return np.asarray([len(_seed_needs(config, workdir, seed, method_names)[1]) for seed in seeds])
   return [int(n) for n in parallel.computed_on_main(decide, np.zeros(len(seeds), int))]
 
 
