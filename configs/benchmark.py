@@ -10,7 +10,8 @@ usps, folder); --config.dataset=NAME applies the same preset. reference=dec_kera
 DEC-keras's reference mode, every detail of its code that can change a number (udl_jax/config.py, `apply_preset`);
 reference=dcec: DCEC's recipe (its convolutional autoencoder, Adam pretraining, the dcec method). reference=vade:
 VaDE's MNIST recipe (a sigmoid output pretrained on binary cross-entropy, VaDE with the Bernoulli likelihood).
-reference=n2d: N2D's recipe (1000 epochs of Adam on DEC's dense network, then UMAP + GMM).
+reference=n2d: N2D's recipe (1000 epochs of Adam on DEC's dense network, then UMAP + GMM). reference=dec_da:
+DEC-DA's dense recipe (500 augmented SGD epochs, then DEC-DA and IDEC-DA).
 Everything else is a flag: --config.KEY=VALUE (a typo fails: the config is locked). --print_config shows the resolved
 config and the planned trials.
 """
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = udl_config.parse_arg(arg)
   c = ml_collections.ConfigDict()
   c.dataset = 'digits'
-  c.reference = ''            # 'dec_keras' | 'dcec' | 'vade' | 'n2d': follow that code where it differs from the defaults
+  c.reference = ''            # 'dec_keras' | 'dcec' | 'vade' | 'n2d' | 'dec_da': follow that code where it differs
   c.data_dir = ''             # '' = $UDL_DATA_DIR, then system paths, then TensorFlow Datasets
   c.download = ml_collections.config_dict.placeholder(bool)  # TensorFlow Datasets download: None = when online
   c.image_size = 28           # folder datasets: images are resized to this square

@@ -98,6 +98,22 @@ def test_reference_mode_follows_n2d():
   udl_config.validate(c)
 
 
+def test_reference_mode_follows_dec_da():
+  """reference=dec_da: DEC-DA's dense recipe, 500 augmented epochs of SGD(1, 0.9) with DEC's init and full batches
+  only (its fit_generator), then DEC-DA and IDEC-DA with their SGD rates in DEC-keras's in-order loop."""
+  c = benchmark_config.get_config('dataset=mnist_test,reference=dec_da')
+  assert (c.model.name, c.model.kernel_init, c.model.reconstruction) == ('ae', 'dec', 'mse')
+  assert (c.pretrain.epochs, c.pretrain.optimizer, c.pretrain.learning_rate, c.pretrain.batch_size,
+          c.pretrain.augment, c.pretrain.partial_batch) == (500, 'sgd', 1.0, 256, True, False)
+  assert (c.methods, c.cluster.update_interval, c.cluster.batch_order) == \
+      ('kmeans,ae_kmeans,dec_da,idec_da', 30, 'in_order')
+  assert [(udl_config.method_cluster_block(c.cluster, m).optimizer,
+           udl_config.method_cluster_block(c.cluster, m).learning_rate) for m in ('dec_da', 'idec_da')] == \
+      [('sgd', 0.01), ('sgd', 1.0)]
+  assert benchmark_config.get_config('dataset=fashion_mnist,reference=dec_da').cluster.update_interval == 140
+  udl_config.validate(c)
+
+
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])
 def test_bad_settings_refused_before_any_work(change, message, tmp_path, monkeypatch):
   monkeypatch.setattr(benchmark.SeedRun, 'autoencoder', lambda self: pytest.fail('work started'))

@@ -147,7 +147,7 @@ BATCH_ORDERS = ('shuffled', 'in_order')
 
 # Reference codes whose every number-changing detail a run can follow (`reference=NAME`): the code's name, and
 # what it changes beyond Keras' loops (which all of them share): its pretraining over the dataset's preset, its
-# model, its methods' hyperparameters, and the methods it reports.
+# model, its pretraining's other settings, its methods' hyperparameters, and the methods it reports.
 REFERENCES = {
     'dec_keras': {'name': 'DEC-keras'},
     'dcec': {'name': 'DCEC',
@@ -159,6 +159,9 @@ REFERENCES = {
              'methods': 'kmeans,ae_kmeans,ae_gmm,vade'},
     'n2d': {'name': 'N2D', 'preset': {'pretrain_epochs': 1000, 'optimizer': 'adam', 'learning_rate': 1e-3},
             'method_kwargs': {'n2d': {'gmm_n_init': 1}}, 'methods': 'kmeans,ae_kmeans,ae_gmm,n2d'},
+    'dec_da': {'name': 'DEC-DA', 'preset': {'pretrain_epochs': 500, 'optimizer': 'sgd', 'learning_rate': 1.0},
+               'pretrain': {'augment': True, 'partial_batch': False},
+               'methods': 'kmeans,ae_kmeans,dec_da,idec_da'},
 }
 
 
@@ -181,6 +184,11 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   reference='n2d' (N2D, rymc/n2d): DEC's dense network pretrained 1000 epochs with Adam(1e-3), batch 256; the
   methods kmeans, ae_kmeans, ae_gmm and n2d (UMAP to n_clusters dimensions, 20 neighbours, min_dist 0: the n2d
   method's defaults; then one GMM fit, as its code does, where the harness keeps the likeliest of k-means' n_init).
+  reference='dec_da' (DEC-DA, XifengGuo/DEC-DA: run_exp.py's dense models): DEC's network with its
+  VarianceScaling init, pretrained 500 epochs with SGD(1, 0.9) on augmented batches on every dataset, floor(n/256)
+  full batches an epoch (its fit_generator's steps_per_epoch, so no partial batch), then the methods kmeans,
+  ae_kmeans, dec_da (SGD 0.01) and idec_da (SGD 1.0) in DEC-keras's loop; target updates every 140 steps on the
+  70k sets and every 30 on the others, as the dataset presets have it.
   """
   if dataset not in PRESETS:
     raise UserError(f"unknown dataset '{dataset}'; valid names: {', '.join(PRESETS)}")
@@ -200,6 +208,7 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   config.pretrain.partial_batch = keras
   config.cluster.update_interval = preset['update_interval']
   config.cluster.batch_order = 'in_order' if keras else 'shuffled'
+  config.pretrain.update(recipe.get('pretrain', {}))
   config.model.update(recipe.get('model', {}))
   for method, kwargs in recipe.get('method_kwargs', {}).items():
     config.cluster.method_kwargs[method].update(kwargs)
