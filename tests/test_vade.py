@@ -116,3 +116,34 @@ def test_vade_bernoulli_recipe_on_digits(digits, tmp_path):
   nmi = metrics.evaluate(digits.y, labels)['nmi']
   print('bernoulli vade on digits: loss', elbo[0], '->', elbo[-1], 'NMI', nmi)
   assert elbo[-1] < elbo[0] and nmi > 0.5, (elbo, nmi)
+
+
+def test_vade_killed_mid_training_resumes_to_the_uninterrupted_result(pretrained, digits, tmp_path, monkeypatch,
+                                                                      logged):
+  """A 70k VaDE seed takes hours on a CPU core and is stopped and resumed across sessions: killed after its
+  epoch-10 checkpoint, the resumed run trains epochs 11-12 at the decayed learning rate (the schedule's step count
+  is in the restored optimiser state) with the same step keys, and ends where the uninterrupted run does."""
+  model, params, x, _ = pretrained
+
+  def run(workdir):
+    seed = methods.Seed(model=model, ae_params=params, x=x, y=digits.y, n_clusters=10, init=None, seed=0,
+                        config=None, workdir=workdir, mesh=parallel.make_mesh())
+    return methods.get('vade', epochs=12).run(seed)
+
+  labels, q, history = run(tmp_path / 'whole')
+  fit = vade.train.fit
+
+  def killed_after_epoch_10(*args, **kwargs):
+    def on_epoch(epoch, rows):
+      if epoch == 10:
+        raise KeyboardInterrupt
+    return fit(*args, on_epoch=on_epoch, **kwargs)
+  monkeypatch.setattr(vade.train, 'fit', killed_after_epoch_10)
+  with pytest.raises(KeyboardInterrupt):
+    run(tmp_path / 'resumed')
+  monkeypatch.setattr(vade.train, 'fit', fit)
+  resumed_labels, resumed_q, resumed_history = run(tmp_path / 'resumed')
+  assert any(line.startswith('resumed from') and line.endswith('at epoch 10') for line in logged), logged
+  np.testing.assert_array_equal(resumed_labels, labels)
+  np.testing.assert_array_equal(resumed_q, q)
+  assert [h['loss'] for h in resumed_history] == [h['loss'] for h in history]
