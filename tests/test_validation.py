@@ -98,7 +98,7 @@ def test_reference_mode_follows_n2d():
   udl_config.validate(c)
 
 
-def test_reference_mode_follows_dec_da():
+def test_reference_mode_follows_dec_da(tmp_path):
   """reference=dec_da: DEC-DA's dense recipe, 500 augmented epochs of SGD(1, 0.9) with DEC's init and full batches
   only (its fit_generator), then DEC-DA and IDEC-DA with their SGD rates in DEC-keras's in-order loop."""
   c = benchmark_config.get_config('dataset=mnist_test,reference=dec_da')
@@ -112,6 +112,7 @@ def test_reference_mode_follows_dec_da():
       [('sgd', 0.01), ('sgd', 1.0)]
   assert benchmark_config.get_config('dataset=fashion_mnist,reference=dec_da').cluster.update_interval == 140
   udl_config.validate(c)
+  assert benchmark.plan(c, tmp_path).splitlines()[-1].endswith('500 epochs (sgd, lr 1.0, augmented batches)')
 
 
 @pytest.mark.parametrize('change,message', BAD, ids=[str(c) for c, _ in BAD])

@@ -479,7 +479,8 @@ def plan(config, workdir: str | Path) -> str:
   deep = [m for m in method_names if methods.needs_autoencoder(m)]
   if deep:
     lines.append(f'  each seed without a finished autoencoder first pretrains {config.model.name} for '
-                 f'{config.pretrain.epochs} epochs ({config.pretrain.optimizer}, lr {config.pretrain.learning_rate})')
+                 f'{config.pretrain.epochs} epochs ({config.pretrain.optimizer}, lr {config.pretrain.learning_rate}'
+                 f"{', augmented batches' if config.pretrain.augment else ''})")
   return '\n'.join(lines)
 
 
