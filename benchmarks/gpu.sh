@@ -19,6 +19,9 @@
 #                  batch with AE+KMeans, its parameters returned (KEEP_PARAMS) for N2D on this CPU (which ran
 #                  seeds 0-3 since: results/fashion_mnist_dk_n2d; not in the default lanes any more).
 #   fashion_dec_da Fashion-MNIST-70k, DEC-DA's recipe as dec_da.
+#   dec_da_ref, fashion_dec_da_ref  the same with reference=dec_da, whose one difference is DEC-keras's in-order
+#                  walk through the data in the clustering phase (against a seeded permutation): does the walk
+#                  explain Fashion's DEC-DA below its paper? About a minute and a half for 3 seeds on an H200.
 #   dcec, vade     MNIST-70k with DCEC's and VaDE's recipes (reference=dcec / reference=vade; VaDE with 300 of its
 #                  3000 epochs, as the CPU's digits and MNIST-test tables); fashion_dcec, fashion_vade: the same on
 #                  Fashion-MNIST-70k; mnist_test_dcec: DCEC on the MNIST test set, TEST_SEEDS (default 5) seeds.
@@ -113,6 +116,9 @@ check() {
   case $1 in
     dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist $da_flags ;;
     fashion_dec_da) bench fashion_dec_da fashion_dec_da --config=configs/benchmark.py:dataset=$fashion $da_flags ;;
+    dec_da_ref|fashion_dec_da_ref) [[ $1 == dec_da_ref ]] && set -- $1 $mnist || set -- $1 $fashion
+      bench $1 $1 --config=configs/benchmark.py:dataset=$2,reference=dec_da $batch \
+        --config.methods=ae_kmeans,dec_da,idec_da ;;
     fashion_n2d) fashion_n2d ;;
     fashion_dk_n2d) bench $1 $1 --config=configs/benchmark.py:dataset=$fashion $batch --config.methods=ae_kmeans ;;
     mnist_n2d_zoo) bench mnist_n2d_zoo mnist_n2d_gpu --config=configs/benchmark.py:dataset=$mnist,reference=n2d \
@@ -120,8 +126,8 @@ check() {
     dcec|vade) recipe mnist_$1 $mnist $1 $batch ;;
     fashion_dcec|fashion_vade) recipe $1 $fashion ${1#fashion_} $batch ;;
     mnist_test_dcec) recipe $1 $mnist_test dcec --config.seeds=$test_seeds --config.seed_batch=$test_seeds ;;
-    *) echo "unknown check '$1' (dec_da, fashion_n2d, fashion_dk_n2d, mnist_n2d_zoo, fashion_dec_da, dcec, vade, fashion_dcec," \
-         "fashion_vade, mnist_test_dcec)"; return 2 ;;
+    *) echo "unknown check '$1' (dec_da, fashion_n2d, fashion_dk_n2d, mnist_n2d_zoo, fashion_dec_da, dec_da_ref," \
+         "fashion_dec_da_ref, dcec, vade, fashion_dcec, fashion_vade, mnist_test_dcec)"; return 2 ;;
   esac
 }
 for lane in ${LANES:-dcec fashion_dcec}; do
