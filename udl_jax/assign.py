@@ -1,7 +1,8 @@
 """Sort new images into the clusters of a finished benchmark run (the photo-organising use).
 
 Loads the saved autoencoder and centres of one seed x method of a run, embeds the new images, and assigns each
-to its most probable cluster under DEC's Student's t kernel (the confidence is that probability).
+to its most probable cluster under the method's own soft assignment (DEC's Student's t kernel unless the
+method has another, e.g. DKM's softmax; the confidence is that probability).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Train one autoencoder (ae, sparse_ae, dae, vae), then measure and draw what it learned.
+"""Train one autoencoder (ae, sparse_ae, dae, conv_ae, vae), then measure and draw what it learned.
 
 Workdir: config.json, metrics.jsonl (one line per epoch), checkpoints/, params/, summary.json, and the figures
 loss_curves.png, reconstructions.png, plus denoising.png (dae), samples.png and interpolation.png (vae).

@@ -1,7 +1,8 @@
 """Autoencoder training: optax optimiser, flax TrainState, each epoch one jitted `lax.scan` over device batches.
 
 The whole dataset lives on the device(s); an epoch draws a permutation, and a single `lax.scan` gathers and
-trains on every full batch with no Python per step. Each epoch's key is `fold_in(seed key, epoch)`, so a run
+trains on every full batch with no Python per step (convolutional models on a CPU: one jitted step per call,
+`epoch_as_scan`, as XLA:CPU's convolution gradients are slow inside a loop body). Each epoch's key is `fold_in(seed key, epoch)`, so a run
 resumed from a checkpoint follows exactly the path of an uninterrupted one.
 """
 

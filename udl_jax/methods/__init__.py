@@ -1,7 +1,8 @@
-"""Clustering methods by name: the built-in ones and whatever a user registers. One file per method.
+"""Clustering methods by name: the built-in ones and whatever a user registers. One module per method family
+(dec.py: dec, dec_da; idec.py: idec, idec_da, dcec).
 
 Kinds (`base.py`): an `EmbeddingClusterer` labels the pretrained embedding (ae_gmm, n2d); a `FineTuner` is a
-loss on the shared clustering loop (dec, idec, dcn, dkm); an `OwnTrainer` owns its model and training (vade). Adding
+loss on the shared clustering loop (dec, idec, dcn, dkm, dec_da, idec_da, dcec); an `OwnTrainer` owns its model and training (vade). Adding
 one touches no other module:
 
     from udl_jax import methods

@@ -1,7 +1,8 @@
 """What a clustering method is. Three kinds, each a frozen dataclass the benchmark runs without knowing more:
 
   EmbeddingClusterer  labels from the pretrained autoencoder's fixed embedding, no training (ae_gmm, n2d)
-  FineTuner           a loss (and optional state) on the shared clustering loop, `udl_jax.dec` (dec, idec, dcn, dkm)
+  FineTuner           a loss (and optional state) on the shared clustering loop, `udl_jax.dec` (dec, idec, dcn, dkm,
+                      dec_da, idec_da, dcec)
   OwnTrainer          a method that owns its model and training (given the seed's data, autoencoder and k-means)
 
 Every method of a seed starts from that seed's one pretrained autoencoder; fine-tuners also from its k-means.
