@@ -265,7 +265,9 @@ def cross_method_table(columns: dict[str, dict[str, tuple[str, dict]]]) -> list[
 CROSS_LEGEND = ('Measured ACC / NMI means (± the NMI\'s standard deviation over seeds, seeds) and, in brackets, the '
                 'published ACC / NMI\nwith its source. "s" is the method\'s own clustering time per seed (pretraining, '
                 'shared by all deep methods of a seed,\nnot included) on a 2-core CPU, unless the cell '
-                'names a GPU.')
+                'names a GPU. A "-" is not run yet: DCEC and VaDE on a 70k set take hours per seed\non one core '
+                'of this CPU (DCEC\'s convolutional pretraining about 4.5 h, VaDE\'s pretraining and 300 epochs '
+                'about 3 h),\nso they wait for a GPU or for CPU time.')
 
 
 def cross_method_section(columns: dict[str, dict[str, tuple[str, dict]]]) -> str:
