@@ -83,6 +83,9 @@ def test_vade_learns_on_digits(pretrained, digits, tmp_path):
   nmi_start, nmi_end = metrics.evaluate(digits.y, start.argmax(1))['nmi'], metrics.evaluate(digits.y, labels)['nmi']
   print('vade on digits: loss', losses[0], '->', losses[-1], 'NMI', nmi_start, '->', nmi_end)
   assert nmi_end > 0.5 and nmi_end > nmi_start - 0.05, (nmi_start, nmi_end)
+  # The trajectory: the clusters' scores at each checkpoint epoch (here only the 10th, the last), in the history.
+  assert [h['epoch'] for h in history if 'nmi' in h] == [10]
+  assert {k: history[-1][k] for k in ('acc', 'nmi', 'ari')} == metrics.evaluate(digits.y, labels)
   # Re-running in the same folder resumes the finished training: the same labels, no epoch trained again.
   again, _, again_history = methods.get('vade', epochs=10).run(seed)
   np.testing.assert_array_equal(again, labels)
@@ -122,7 +125,8 @@ def test_vade_killed_mid_training_resumes_to_the_uninterrupted_result(pretrained
                                                                       logged):
   """A 70k VaDE seed takes hours on a CPU core and is stopped and resumed across sessions: killed after its
   epoch-10 checkpoint, the resumed run trains epochs 11-12 at the decayed learning rate (the schedule's step count
-  is in the restored optimiser state) with the same step keys, and ends where the uninterrupted run does."""
+  is in the restored optimiser state) with the same step keys, and ends where the uninterrupted run does; the
+  scores tracked at epoch 10 come back with the checkpoint."""
   model, params, x, _ = pretrained
 
   def run(workdir):
@@ -146,4 +150,6 @@ def test_vade_killed_mid_training_resumes_to_the_uninterrupted_result(pretrained
   assert any(line.startswith('resumed from') and line.endswith('at epoch 10') for line in logged), logged
   np.testing.assert_array_equal(resumed_labels, labels)
   np.testing.assert_array_equal(resumed_q, q)
-  assert [h['loss'] for h in resumed_history] == [h['loss'] for h in history]
+  scores = lambda rows: [{k: v for k, v in h.items() if k not in ('seconds', 'samples_per_s')} for h in rows]  # noqa: E731
+  assert scores(resumed_history) == scores(history)
+  assert [h['epoch'] for h in history if 'acc' in h] == [10, 12]  # tracked at the checkpoints and the end

@@ -182,10 +182,11 @@ def fit(model_name: str, model, model_cfg, cfg, x_train: np.ndarray, x_val: np.n
   after `patience` epochs without a better validation loss (training loss when there is no validation set), and
   pretraining stops once its autoencoder has collapsed (`_stop_if_collapsed`). A non-finite loss stops the run
   with an error before anything is saved. `fit_seeds` with one seed; `objective`:
-  its loss_fn, tx and initial_params (of this seed).
+  its loss_fn, tx, initial_params and track (of this seed).
   """
-  if 'initial_params' in objective:
-    objective['initial_params'] = [objective['initial_params']]
+  for key in ('initial_params', 'track'):
+    if objective.get(key) is not None:
+      objective[key] = [objective[key]]
   n_train, n_val = len(x_train), 0 if x_val is None else len(x_val)
   x = x_train if not n_val else np.concatenate([x_train, x_val])
   split = (np.arange(n_train), np.arange(n_train, n_train + n_val))
@@ -201,7 +202,8 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
               on_epoch: Callable[[int, dict], None] | None = None,
               image_shape: tuple[int, int, int] | None = None, loss_fn: losses.LossFn | None = None,
               tx: optax.GradientTransformation | None = None,
-              initial_params: list | None = None) -> list[tuple[train_state.TrainState, list[dict]]]:
+              initial_params: list | None = None,
+              track: list[Callable[[dict], dict]] | None = None) -> list[tuple[train_state.TrainState, list[dict]]]:
   """`fit` for several seeds at once, as one program (`udl_jax.seed_batch`): [(state, history)] per seed.
 
   x is shared by the seeds; splits[i] = (training rows, validation rows) of seed i, indices into x, of the same
@@ -209,7 +211,9 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
   (ckpt_dirs[i]); its result equals a run of it alone. Each seed's `seconds` in the history are its share of
   the epoch's time. on_epoch(epoch, {seed: row}) sees the seeds that trained that epoch. A method with an
   objective of its own (VaDE) gives its `loss_fn(params, batch, key) -> (loss, aux)`, optimiser `tx` and
-  `initial_params` per seed instead of the model's loss, the config's optimiser and a fresh initialisation.
+  `initial_params` per seed instead of the model's loss, the config's optimiser and a fresh initialisation, and
+  may `track` each seed's progress: track[i](params) -> fields added to that seed's row at each checkpoint epoch
+  (and its last), before the save, so that a resumed history equals an uninterrupted one (VaDE's ACC / NMI).
   """
   mesh = mesh or parallel.make_mesh()
   num_seeds = len(seed_ids)
@@ -309,6 +313,11 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
     log.detail('%s epoch %d/%d | ETA %s', label, epoch, cfg.epochs, eta)
     progress.advance(epoch)
     for i in training:
+      if track and (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
+        tracked = track[i](jax.tree.map(parallel.to_host, seed_batch.take(states.params, i)))
+        metas[i]['history'][-1].update(tracked)
+        log.detail('%s seed %d epoch %d: %s', model_name, seed_ids[i], epoch,
+                   ' '.join(f'{k} {v:.4f}' for k, v in tracked.items()))
       if mngrs[i] and (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
         checkpoint.save(mngrs[i], epoch, seed_batch.take(states, i), metas[i])
     if on_epoch:
