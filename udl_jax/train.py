@@ -2,8 +2,8 @@
 
 The whole dataset lives on the device(s); an epoch draws a permutation, and a single `lax.scan` gathers and
 trains on every full batch with no Python per step (convolutional models on a CPU: one jitted step per call,
-`epoch_as_scan`, as XLA:CPU's convolution gradients are slow inside a loop body). Each epoch's key is `fold_in(seed key, epoch)`, so a run
-resumed from a checkpoint follows exactly the path of an uninterrupted one.
+`epoch_as_scan`, as XLA:CPU's convolution gradients are slow inside a loop body). Each epoch's key is
+`fold_in(seed key, epoch)`, so a run resumed from a checkpoint follows exactly the path of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -313,12 +313,14 @@ def fit_seeds(model_name: str, model, model_cfg, cfg, x: np.ndarray, splits: lis
     log.detail('%s epoch %d/%d | ETA %s', label, epoch, cfg.epochs, eta)
     progress.advance(epoch)
     for i in training:
-      if track and (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
+      if not (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
+        continue
+      if track:
         tracked = track[i](jax.tree.map(parallel.to_host, seed_batch.take(states.params, i)))
         metas[i]['history'][-1].update(tracked)
         log.detail('%s seed %d epoch %d: %s', model_name, seed_ids[i], epoch,
                    ' '.join(f'{k} {v:.4f}' for k, v in tracked.items()))
-      if mngrs[i] and (metas[i]['done'] or epoch % cfg.checkpoint_every == 0):
+      if mngrs[i]:
         checkpoint.save(mngrs[i], epoch, seed_batch.take(states, i), metas[i])
     if on_epoch:
       on_epoch(epoch, rows)

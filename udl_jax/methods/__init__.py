@@ -2,8 +2,8 @@
 (dec.py: dec, dec_da; idec.py: idec, idec_da, dcec).
 
 Kinds (`base.py`): an `EmbeddingClusterer` labels the pretrained embedding (ae_gmm, n2d); a `FineTuner` is a
-loss on the shared clustering loop (dec, idec, dcn, dkm, dec_da, idec_da, dcec); an `OwnTrainer` owns its model and training (vade). Adding
-one touches no other module:
+loss on the shared clustering loop (dec, idec, dcn, dkm, dec_da, idec_da, dcec); an `OwnTrainer` owns its model
+and training (vade). Adding one touches no other module:
 
     from udl_jax import methods
     @methods.register('my_loss')
