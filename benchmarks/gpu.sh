@@ -116,9 +116,8 @@ check() {
   case $1 in
     dec_da) bench mnist_dec_da mnist_dec_da --config=configs/benchmark.py:dataset=$mnist $da_flags ;;
     fashion_dec_da) bench fashion_dec_da fashion_dec_da --config=configs/benchmark.py:dataset=$fashion $da_flags ;;
-    dec_da_ref|fashion_dec_da_ref) [[ $1 == dec_da_ref ]] && set -- $1 $mnist || set -- $1 $fashion
-      bench $1 $1 --config=configs/benchmark.py:dataset=$2,reference=dec_da $batch \
-        --config.methods=ae_kmeans,dec_da,idec_da ;;
+    dec_da_ref) bench $1 $1 --config=configs/benchmark.py:dataset=$mnist,reference=dec_da $da_flags ;;
+    fashion_dec_da_ref) bench $1 $1 --config=configs/benchmark.py:dataset=$fashion,reference=dec_da $da_flags ;;
     fashion_n2d) fashion_n2d ;;
     fashion_dk_n2d) bench $1 $1 --config=configs/benchmark.py:dataset=$fashion $batch --config.methods=ae_kmeans ;;
     mnist_n2d_zoo) bench mnist_n2d_zoo mnist_n2d_gpu --config=configs/benchmark.py:dataset=$mnist,reference=n2d \
