@@ -138,6 +138,14 @@ def test_fine_tuning_curves_leave_out_what_is_not_there(tmp_path, monkeypatch):
   _check_png(plots.fine_tuning_curves(unlabelled, tmp_path / 'dec.png'))
   assert [s['ylabel'] for s in seen] == ['share of labels changed', 'clustering loss']
   assert all(s['xlabel'] == 'iteration' for s in seen)
+  seen.clear()
+  # VaDE's history: a loss per epoch, the scores at its start (epoch 0) and every 10th epoch.
+  by_epoch = {0: [{'epoch': 0, 'acc': 0.8, 'nmi': 0.7}] + [{'epoch': e, 'loss': 100.0 - e,
+                                                             **({'acc': 0.85, 'nmi': 0.8} if e % 10 == 0 else {})}
+                                                            for e in range(1, 31)]}
+  _check_png(plots.fine_tuning_curves(by_epoch, tmp_path / 'vade' / 'vade.png', step='epoch'))
+  assert [s['ylabel'] for s in seen] == ['ACC / NMI', 'clustering loss']
+  assert all(s['xlabel'] == 'epoch' for s in seen)
 
 
 def test_confusion_matrix(tmp_path):

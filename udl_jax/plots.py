@@ -206,30 +206,32 @@ _FINE_TUNING_PANELS = (('ACC / NMI', ('acc', 'nmi'), False), ('share of labels c
                        ('clustering loss', ('loss',), True))
 
 
-def fine_tuning_curves(histories: Mapping[int, Sequence[Mapping]], path, title: str = '') -> Path:
-  """A fine-tuning method's history per seed against the iteration: ACC and NMI (when the data has labels),
-  the share of labels that changed since the previous target update (the stopping criterion) and the loss.
+def fine_tuning_curves(histories: Mapping[int, Sequence[Mapping]], path, title: str = '',
+                       step: str = 'iteration') -> Path:
+  """A clustering method's history per seed against its `step` (a fine-tuner's iteration, an own trainer's
+  epoch): ACC and NMI (when the data has labels), the share of labels that changed since the previous target
+  update (the stopping criterion) and the loss.
 
   Panels without data are left out, so an unlabelled run shows no empty ACC axes. One colour per seed; ACC
   solid, NMI dashed.
   """
   panels = [(name, keys, log_y) for name, keys, log_y in _FINE_TUNING_PANELS
-            if any(_series(h, k, 'iteration')[0] for h in histories.values() for k in keys)]
+            if any(_series(h, k, step)[0] for h in histories.values() for k in keys)]
   fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
   colours = plt.get_cmap('tab10')
   for ax, (name, keys, log_y) in zip(axes[0], panels):
     values = []
     for i, (seed, history) in enumerate(sorted(histories.items())):
       for key, style in zip(keys, ('-', '--')):
-        xs, ys = _series(history, key, 'iteration')
+        xs, ys = _series(history, key, step)
         if xs:
           values += ys
           label = f'seed {seed}' + (f' {key.upper()}' if len(keys) > 1 else '')
           ax.plot(xs, ys, style, color=colours(i % 10), label=label, marker='o' if len(xs) < 30 else None,
                   markersize=2)
-    _finish_axes(ax, values, 'iteration', name, log_y=log_y)
+    _finish_axes(ax, values, step, name, log_y=log_y)
   if not panels:
-    _finish_axes(axes[0, 0], [], 'iteration', '')
+    _finish_axes(axes[0, 0], [], step, '')
   if title:
     fig.suptitle(title, fontsize=11)
   fig.tight_layout()

@@ -250,15 +250,19 @@ def _figures(run: _Run) -> str:
   else:
     out.append(_note('No autoencoder was trained in this run (only raw-pixel KMeans).'))
 
-  tuned = [m for m in run.methods if m not in methods.BASELINES and
-           any('iteration' in row for rows in run.histories(m).values() for row in rows)]
+  # A fine-tuner's history steps by iteration; a method that trains its own model (vade) by epoch.
+  tuned = {m: 'iteration' if any('iteration' in row for rows in run.histories(m).values() for row in rows)
+           else 'epoch' for m in run.methods if m not in methods.BASELINES and run.histories(m)}
   if tuned:
     out.append('<h3>Fine-tuning</h3>')
     if not run.labelled:
       out.append(_note('No labels: ACC and NMI are not tracked; the curves show the label changes and the loss.'))
-  for method in tuned:
-    def draw_curves(path, method=method):
-      plots.fine_tuning_curves(run.histories(method), path, title=f'{label(method)} per seed')
+  for method, step in tuned.items():
+    def draw_curves(path, method=method, step=step):
+      plots.fine_tuning_curves(run.histories(method), path, title=f'{label(method)} per seed', step=step)
+      if step == 'epoch':
+        return (f'{label(method)}: its loss per epoch, and ACC / NMI (when labelled) at its start (epoch 0) and '
+                'every checkpoint.')
       return (f'{label(method)}: per target update, ACC / NMI (when labelled), the share of labels that changed '
               '(it stops below cluster.tol) and the clustering loss.')
     out.append(cache.figure(f'{method}_curves.png', metrics_files(method), draw_curves))

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from sklearn.mixture import GaussianMixture
 
-from udl_jax import losses, metrics, models, parallel, train
+from udl_jax import log, losses, metrics, models, parallel, train
 from udl_jax.errors import UserError
 from udl_jax.methods import base, register
 
@@ -130,15 +130,20 @@ def run(seed: base.Seed, epochs: int, batch_size: int, learning_rate: float, dec
                                    'checkpoint_every': max(1, min(10, epochs)), 'augment': False})
   init = initial_params(seed.model, seed.ae_params, seed.x, seed.n_clusters, seed.seed, seed.mesh)
   variance = reconstruction_mse(seed.model, seed.ae_params, seed.x, seed.mesh)
-  # With labels, ACC / NMI / ARI of the clusters every checkpoint (10 epochs; a pass over the data): whether
-  # VaDE moves its GMM start up or down, and when, is in its metrics.jsonl.
+  # With labels, ACC / NMI / ARI of the clusters at the start (epoch 0: the diagonal GMM, not the full-covariance
+  # ae_gmm) and every checkpoint (10 epochs; a pass over the data): whether VaDE moves its start up or down, and
+  # when, is in its metrics.jsonl.
   track = None if seed.y is None else \
       (lambda params: metrics.evaluate(seed.y, responsibilities(seed.model, params, seed.x, seed.mesh).argmax(1)))
+  start = [] if track is None else [{'epoch': 0, **track(init)}]
+  if start:
+    log.detail('vade seed %d start (its diagonal GMM): %s', seed.seed,
+               ' '.join(f'{k} {v:.4f}' for k, v in start[0].items() if k != 'epoch'))
   state, history = train.fit('vade', seed.model, None, cfg, seed.x, None, seed.seed, seed.workdir / 'checkpoints',
                              seed.mesh, loss_fn=make_loss(seed.model, likelihood, variance),
                              tx=optax.adam(schedule, eps=1e-4), initial_params=init, track=track)
   q = responsibilities(seed.model, state.params, seed.x, seed.mesh)
-  return q.argmax(1).astype(np.int32), q, history
+  return q.argmax(1).astype(np.int32), q, start + history
 
 
 @register('vade')
