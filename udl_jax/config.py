@@ -179,8 +179,8 @@ def apply_preset(config: ml_collections.ConfigDict, dataset: str, reference: str
   and dcec.
   reference='vade' (VaDE, slim1017/VaDE): its MNIST recipe. DEC's dense network with a sigmoid output on binary
   cross-entropy, and VaDE with the Bernoulli likelihood for 3000 epochs; the methods kmeans, ae_kmeans, ae_gmm
-  (VaDE's start) and vade. Its pretraining code was never published (it ships weights): here the dataset's
-  preset epochs with Adam(1e-3).
+  (full covariances; VaDE starts from one diagonal GMM fit, epoch 0 of its history) and vade. Its pretraining
+  code was never published (it ships weights): here the dataset's preset epochs with Adam(1e-3).
   reference='n2d' (N2D, rymc/n2d): DEC's dense network pretrained 1000 epochs with Adam(1e-3), batch 256; the
   methods kmeans, ae_kmeans, ae_gmm and n2d (UMAP to n_clusters dimensions, 20 neighbours, min_dist 0: the n2d
   method's defaults; then one GMM fit, as its code does, where the harness keeps the likeliest of k-means' n_init).
