@@ -277,7 +277,8 @@ def _plugin_methods_assign(run, module, monkeypatch):
 
 def test_a_method_that_owns_its_training_plugs_in(tmp_path, monkeypatch):
   """An OwnTrainer gets the seed's data, autoencoder and k-means start; its labels, soft assignments and
-  history go where every method's go. It cannot score held-out images: refused before any work."""
+  history go where every method's go, and its time is its history's (which a resumed run carries from the
+  processes before it). It cannot score held-out images: refused before any work."""
   from udl_jax import clustering
   from udl_jax.errors import UserError
   monkeypatch.setattr(methods, '_FACTORIES', dict(methods._FACTORIES))
@@ -288,12 +289,13 @@ def test_a_method_that_owns_its_training_plugs_in(tmp_path, monkeypatch):
     def run(seed: methods.Seed):
       seen.update(n=len(seed.x), start=seed.init[0].shape, k=seed.n_clusters)
       labels, _ = clustering.kmeans(seed.x.reshape(len(seed.x), -1), seed.n_clusters, seed.seed, 1)
-      return labels, None, [{'step': 0, 'note': 'k-means on pixels'}]
+      return labels, None, [{'step': 0, 'note': 'k-means on pixels', 'seconds': 2.5}, {'step': 1, 'seconds': 4.0}]
     return methods.OwnTrainer('own_toy', run=run)
 
   benchmark.run(_small_config(seeds=1, methods='ae_kmeans,own_toy'), tmp_path)
   rows = {r['method']: r for r in results.read_trials(tmp_path / 'trials.csv')}
   assert seen == {'n': 1797, 'start': (1797,), 'k': 10} and rows['own_toy']['acc'] > 0.6
+  assert rows['own_toy']['seconds'] == 6.5
   assert (tmp_path / 'seed_0' / 'own_toy' / 'metrics.jsonl').exists()
   with pytest.raises(UserError, match='cannot score held-out'):
     benchmark.run(_small_config(seeds=1, methods='own_toy', protocol='holdout'), tmp_path / 'holdout')

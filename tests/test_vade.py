@@ -83,7 +83,9 @@ def test_vade_learns_on_digits(pretrained, digits, tmp_path):
   # checkpoint epoch (here only the 10th, the last), in the history.
   assert [h['epoch'] for h in history if 'nmi' in h] == [0, 10]
   start = vade.responsibilities(model, vade.initial_params(model, params, x, 10, 0, seed.mesh), x, seed.mesh)
-  assert history[0] == {'epoch': 0, **metrics.evaluate(digits.y, start.argmax(1))}
+  unclocked = lambda rows: [{k: v for k, v in row.items() if k != 'seconds'} for row in rows]  # noqa: E731
+  assert unclocked(history[:1]) == [{'epoch': 0, **metrics.evaluate(digits.y, start.argmax(1))}]
+  assert history[0]['seconds'] > 0  # its setup (the GMM), counted in the trial's time
   assert {k: history[-1][k] for k in ('acc', 'nmi', 'ari')} == metrics.evaluate(digits.y, labels)
   nmi_start, nmi_end = history[0]['nmi'], history[-1]['nmi']
   print('vade on digits: loss', losses[0], '->', losses[-1], 'NMI', nmi_start, '->', nmi_end)
@@ -91,7 +93,7 @@ def test_vade_learns_on_digits(pretrained, digits, tmp_path):
   # Re-running in the same folder resumes the finished training: the same labels, no epoch trained again.
   again, _, again_history = methods.get('vade', epochs=10).run(seed)
   np.testing.assert_array_equal(again, labels)
-  assert again_history == history
+  assert again_history[1:] == history[1:] and unclocked(again_history[:1]) == unclocked(history[:1])  # setup redone
 
 
 def test_vade_needs_the_dense_autoencoder(digits, tmp_path):

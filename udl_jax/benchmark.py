@@ -294,7 +294,8 @@ def _fine_tuning_trials(runs: list[SeedRun], method: methods.FineTuner,
 
 def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tuple[np.ndarray | None, dict]:
   """A method with its own model: it gets the seed's data, autoencoder, k-means start and its settings (no q
-  when its training diverged)."""
+  when its training diverged). Its time is the sum of its history's `seconds`, so that a run resumed half-way
+  counts the epochs of every process (the wall time of a diverged one, which has no history)."""
   seed = methods.Seed(model=run.model, ae_params=params, x=run.x[run.fit_idx],
                       y=None if run.dataset.y is None else run.dataset.y[run.fit_idx], n_clusters=run.n_clusters,
                       init=run.ae_kmeans(), seed=run.seed,
@@ -306,7 +307,7 @@ def _own_training_trial(run: SeedRun, method: methods.OwnTrainer, params) -> tup
     log.info('%s (this seed is recorded as diverged)', e)
     return None, _diverged(e.at, 'epoch')
   results.write_jsonl(run.dir / method.name / 'metrics.jsonl', history)
-  return _soft(labels, q, run.n_clusters), {}
+  return _soft(labels, q, run.n_clusters), {'seconds': sum(h.get('seconds', 0.0) for h in history)}
 
 
 def _trial_keys(rows) -> set[tuple[int, str]]:

@@ -85,7 +85,8 @@ class Seed:
 
 @dataclasses.dataclass(frozen=True)
 class OwnTrainer:
-  """run(seed: Seed) -> (labels, q or None, history: a list of dicts) for the fit rows."""
+  """run(seed: Seed) -> (labels, q or None, history: a list of dicts) for the fit rows; the rows' `seconds` sum to
+  the trial's time (across resumes: a resumed history holds the earlier processes' rows)."""
   name: str
   run: Callable[[Seed], tuple[np.ndarray, np.ndarray | None, list[dict]]]
 

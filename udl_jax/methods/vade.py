@@ -24,6 +24,8 @@ Where this differs from the reference code (slim1017/VaDE), and why:
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -128,22 +130,26 @@ def run(seed: base.Seed, epochs: int, batch_size: int, learning_rate: float, dec
                                      end_value=min_learning_rate)
   cfg = ml_collections.ConfigDict({'epochs': epochs, 'batch_size': batch_size, 'patience': 0, 'val_fraction': 0.0,
                                    'checkpoint_every': max(1, min(10, epochs)), 'augment': False})
+  t0 = time.perf_counter()
   init = initial_params(seed.model, seed.ae_params, seed.x, seed.n_clusters, seed.seed, seed.mesh)
   variance = reconstruction_mse(seed.model, seed.ae_params, seed.x, seed.mesh)
-  # With labels, ACC / NMI / ARI of the clusters at the start (epoch 0: the diagonal GMM, not the full-covariance
-  # ae_gmm) and every checkpoint (10 epochs; a pass over the data): whether VaDE moves its start up or down, and
-  # when, is in its metrics.jsonl.
+  # Epoch 0, the start: its setup's seconds (the history's seconds sum to the trial's time, also when resumed)
+  # and, with labels, the scores of the diagonal GMM it starts from (not ae_gmm's full-covariance one). With
+  # labels the scores also come every checkpoint (10 epochs; a pass over the data, not counted in the time):
+  # whether VaDE moves its start up or down, and when, is in its metrics.jsonl.
+  start = {'epoch': 0, 'seconds': time.perf_counter() - t0}
   track = None if seed.y is None else \
       (lambda params: metrics.evaluate(seed.y, responsibilities(seed.model, params, seed.x, seed.mesh).argmax(1)))
-  start = [] if track is None else [{'epoch': 0, **track(init)}]
-  if start:
+  if track:
+    scores = track(init)
+    start.update(scores)
     log.detail('vade seed %d start (its diagonal GMM): %s', seed.seed,
-               ' '.join(f'{k} {v:.4f}' for k, v in start[0].items() if k != 'epoch'))
+               ' '.join(f'{k} {v:.4f}' for k, v in scores.items()))
   state, history = train.fit('vade', seed.model, None, cfg, seed.x, None, seed.seed, seed.workdir / 'checkpoints',
                              seed.mesh, loss_fn=make_loss(seed.model, likelihood, variance),
                              tx=optax.adam(schedule, eps=1e-4), initial_params=init, track=track)
   q = responsibilities(seed.model, state.params, seed.x, seed.mesh)
-  return q.argmax(1).astype(np.int32), q, start + history
+  return q.argmax(1).astype(np.int32), q, [start] + history
 
 
 @register('vade')
