@@ -132,7 +132,7 @@ def test_fine_tuning_curves_leave_out_what_is_not_there(tmp_path, monkeypatch):
                    'loss': 0.1} for i in range(5)] for s in (0, 1)}
   _check_png(plots.fine_tuning_curves(labelled, tmp_path / 'dec.png', title='DEC'), min_w=600)
   assert [s['ylabel'] for s in seen] == ['ACC / NMI', 'share of labels changed', 'clustering loss']
-  assert seen[0]['legend'] == ['seed 0 ACC', 'seed 0 NMI', 'seed 1 ACC', 'seed 1 NMI']
+  assert seen[0]['legend'] == ['seed 0', 'seed 1', 'ACC', 'NMI']  # each seed once (its colour), then the styles
   seen.clear()
   unlabelled = {0: [{k: v for k, v in row.items() if k not in ('acc', 'nmi')} for row in labelled[0]]}
   _check_png(plots.fine_tuning_curves(unlabelled, tmp_path / 'dec.png'))

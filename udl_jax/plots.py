@@ -144,8 +144,9 @@ def _finish_axes(ax, values: Sequence[float], xlabel: str, ylabel: str, log_y: b
   if log_y and min(values) > 0 and max(values) / min(values) >= _LOG_MIN_SPAN:
     ax.set_yscale('log')
   ax.grid(True, alpha=0.3, which='both')
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=8)
+  handles = ax.get_legend_handles_labels()[0]
+  if handles:
+    ax.legend(fontsize=7 if len(handles) > 6 else 8, ncol=2 if len(handles) > 6 else 1)
 
 
 def _same_series(history: Sequence[Mapping], a: str, b: str) -> bool:
@@ -213,7 +214,7 @@ def fine_tuning_curves(histories: Mapping[int, Sequence[Mapping]], path, title: 
   update (the stopping criterion) and the loss.
 
   Panels without data are left out, so an unlabelled run shows no empty ACC axes. One colour per seed; ACC
-  solid, NMI dashed.
+  solid, NMI dashed (the legend names each seed once, and the two styles).
   """
   panels = [(name, keys, log_y) for name, keys, log_y in _FINE_TUNING_PANELS
             if any(_series(h, k, step)[0] for h in histories.values() for k in keys)]
@@ -226,9 +227,11 @@ def fine_tuning_curves(histories: Mapping[int, Sequence[Mapping]], path, title: 
         xs, ys = _series(history, key, step)
         if xs:
           values += ys
-          label = f'seed {seed}' + (f' {key.upper()}' if len(keys) > 1 else '')
-          ax.plot(xs, ys, style, color=colours(i % 10), label=label, marker='o' if len(xs) < 30 else None,
-                  markersize=2)
+          ax.plot(xs, ys, style, color=colours(i % 10), label=f'seed {seed}' if key == keys[0] else None,
+                  marker='o' if len(xs) < 30 else None, markersize=2)
+    if len(keys) > 1 and values:
+      for key, style in zip(keys, ('-', '--')):
+        ax.plot([], [], style, color='0.3', label=key.upper())
     _finish_axes(ax, values, step, name, log_y=log_y)
   if not panels:
     _finish_axes(axes[0, 0], [], step, '')
