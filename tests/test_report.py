@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -141,6 +142,17 @@ def test_labelled_report(labelled_run):
       'pretraining.png', 'dec_curves.png', 'kmeans_confusion.png', 'ae_kmeans_confusion.png', 'dec_confusion.png',
       'embedding.png'}
   assert 'no labels' not in text.lower()
+
+
+def test_curves_count_a_fine_tuners_iterations_and_an_own_trainers_epochs():
+  """DEC's history steps by iteration, VaDE's by epoch (its start at epoch 0); baselines and methods without a
+  history (ae_gmm, n2d) get no curves."""
+  histories = {'dec': {0: [{'iteration': 0, 'acc': 0.7}, {'iteration': 140, 'acc': 0.8}]},
+               'vade': {0: [{'epoch': 0, 'acc': 0.7}, {'epoch': 1, 'loss': 90.0}]},
+               'ae_kmeans': {0: [{'epoch': 1, 'loss': 0.1}]}}
+  run = types.SimpleNamespace(methods=['kmeans', 'ae_kmeans', 'ae_gmm', 'dec', 'vade'],
+                              histories=lambda name: histories.get(name, {}))
+  assert report._history_steps(run) == {'dec': 'iteration', 'vade': 'epoch'}
 
 
 @pytest.mark.parametrize('protocol', ['transductive', 'holdout'])

@@ -235,6 +235,13 @@ class _FigureCache:
     results.write_json(self.dir / 'index.json', self.new)
 
 
+def _history_steps(run: _Run) -> dict[str, str]:
+  """{method: what its history counts} for the clustering methods that left one: a fine-tuner's iterations, a
+  method that trains its own model (vade) its epochs."""
+  return {m: 'iteration' if any('iteration' in row for rows in run.histories(m).values() for row in rows)
+          else 'epoch' for m in run.methods if m not in methods.BASELINES and run.histories(m)}
+
+
 def _figures(run: _Run) -> str:
   out, cache = [], _FigureCache(run.workdir)
   label = lambda m: results.METHOD_LABELS.get(m, m)  # noqa: E731
@@ -250,9 +257,7 @@ def _figures(run: _Run) -> str:
   else:
     out.append(_note('No autoencoder was trained in this run (only raw-pixel KMeans).'))
 
-  # A fine-tuner's history steps by iteration; a method that trains its own model (vade) by epoch.
-  tuned = {m: 'iteration' if any('iteration' in row for rows in run.histories(m).values() for row in rows)
-           else 'epoch' for m in run.methods if m not in methods.BASELINES and run.histories(m)}
+  tuned = _history_steps(run)
   if tuned:
     out.append('<h3>Fine-tuning</h3>')
     if not run.labelled:
