@@ -259,9 +259,10 @@ def _figures(run: _Run) -> str:
 
   tuned = _history_steps(run)
   if tuned:
-    out.append('<h3>Fine-tuning</h3>')
+    out.append('<h3>Clustering training</h3>')
     if not run.labelled:
-      out.append(_note('No labels: ACC and NMI are not tracked; the curves show the label changes and the loss.'))
+      out.append(_note('No labels: ACC and NMI are not tracked; the curves show the loss (and a fine-tuner\'s '
+                       'label changes).'))
   for method, step in tuned.items():
     def draw_curves(path, method=method, step=step):
       plots.fine_tuning_curves(run.histories(method), path, title=f'{label(method)} per seed', step=step)
