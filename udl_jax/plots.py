@@ -146,7 +146,8 @@ def _finish_axes(ax, values: Sequence[float], xlabel: str, ylabel: str, log_y: b
   ax.grid(True, alpha=0.3, which='both')
   handles = ax.get_legend_handles_labels()[0]
   if handles:
-    ax.legend(fontsize=7 if len(handles) > 6 else 8, ncol=2 if len(handles) > 6 else 1)
+    crowded = len(handles) > 6
+    ax.legend(fontsize=7 if crowded else 8, ncol=2 if crowded else 1)
 
 
 def _same_series(history: Sequence[Mapping], a: str, b: str) -> bool:
@@ -203,6 +204,7 @@ def pretraining_curves(histories: Mapping[int, Sequence[Mapping]], path, title: 
   return _save(fig, path)
 
 
+_LINE_STYLES = ('-', '--')  # a panel's first and second key (ACC solid, NMI dashed)
 _FINE_TUNING_PANELS = (('ACC / NMI', ('acc', 'nmi'), False), ('share of labels changed', ('delta_label',), False),
                        ('clustering loss', ('loss',), True))
 
@@ -223,14 +225,14 @@ def fine_tuning_curves(histories: Mapping[int, Sequence[Mapping]], path, title: 
   for ax, (name, keys, log_y) in zip(axes[0], panels):
     values = []
     for i, (seed, history) in enumerate(sorted(histories.items())):
-      for key, style in zip(keys, ('-', '--')):
+      for key, style in zip(keys, _LINE_STYLES):
         xs, ys = _series(history, key, step)
         if xs:
           values += ys
           ax.plot(xs, ys, style, color=colours(i % 10), label=f'seed {seed}' if key == keys[0] else None,
                   marker='o' if len(xs) < 30 else None, markersize=2)
     if len(keys) > 1 and values:
-      for key, style in zip(keys, ('-', '--')):
+      for key, style in zip(keys, _LINE_STYLES):
         ax.plot([], [], style, color='0.3', label=key.upper())
     _finish_axes(ax, values, step, name, log_y=log_y)
   if not panels:
