@@ -35,7 +35,9 @@
 # MNIST-70k and Fashion-MNIST-70k, the cross-method table's empty cells (results/README.md). The default lanes are
 # DCEC's two, alone on the GPU (four lanes did not finish its 70k pretraining); the conv autoencoders (about 1 MB a
 # seed) come back, so that this CPU can run DCEC from them if the GPU cannot. VaDE's two (LANES='vade
-# fashion_vade', about 4 min) are a second call; since 2026-11-28 the CPU runs them too, 3 h a seed on one core.
+# fashion_vade', about 4 min) are a second call. The CPU needs about 3 h a seed on one core, more than a 3-hour
+# session, and a workdir does not outlive its session here (MNIST-70k seeds run over 2026-11-27/28 were lost). The
+# CPU rehearsal below of LANES='dcec fashion_dcec vade+fashion_vade' passed at bbd997c in 232 s on one core.
 # LANES says what runs: lanes run at the same time and share the GPU (each process takes GPU_MEM_FRACTION of its
 # memory); the checks of one lane, joined by '+', run in order. Seeds: SEEDS (default 3), one seed batch per run.
 # Every process is stopped DEADLINE seconds after the script starts (default 540: the tool's 600 s limit less the
